@@ -1,0 +1,141 @@
+"""``kokoro-lab``: the command-line front door onto the engine.
+
+Subcommands: ``speak`` (text → WAV with a per-chunk latency table), ``assets`` (what is cached,
+where, sizes and hashes), ``bench`` (kokoro-onnx against kokoro_lab in one process), and the
+ones other modules register (``render``, ``profile``) through :data:`EXTRA_COMMANDS`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from pathlib import Path
+
+# Modules that add subcommands: each has ``add_parser(subparsers)`` setting ``func``.
+EXTRA_COMMANDS = ("kokoro_lab.batch.cli", "kokoro_lab.profiling.cli")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "func"):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, RuntimeError, FileNotFoundError) as error:
+        print(f"kokoro-lab: error: {error}", file=sys.stderr)
+        return 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kokoro-lab", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(title="commands")
+
+    speak = sub.add_parser("speak", help="speak text to a WAV file, printing per-chunk latency")
+    source = speak.add_mutually_exclusive_group(required=True)
+    source.add_argument("text", nargs="?", help="the text to speak")
+    source.add_argument("--file", type=Path, help="read the text from this file")
+    speak.add_argument("-o", "--output", type=Path, default=Path("speech.wav"))
+    add_voice_options(speak)
+    speak.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    speak.set_defaults(func=cmd_speak)
+
+    assets = sub.add_parser("assets", help="show the model and voice files, sizes and hashes")
+    assets.add_argument("--build", action="store_true",
+                        help="build the default assets (int8 model, voices) if missing")
+    assets.add_argument("--build-derived", action="store_true",
+                        help="also derive the fp32 and fp16 graphs if missing")
+    assets.add_argument("--json", action="store_true")
+    assets.set_defaults(func=cmd_assets)
+
+    bench = sub.add_parser("bench", help="benchmark against kokoro-onnx in the same process")
+    bench.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    bench.add_argument("--repeats", type=int, default=2)
+    bench.add_argument("--quick", action="store_true", help="short texts only (for tests)")
+    bench.set_defaults(func=cmd_bench)
+
+    for module_name in EXTRA_COMMANDS:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as error:
+            if error.name and module_name.startswith(error.name):
+                continue  # that front door is not part of this install
+            raise
+        module.add_parser(sub)
+    return parser
+
+
+def add_voice_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--voice", default="af_heart", help="voice or blend 'af_heart:0.7,bf_emma:0.3'")
+    parser.add_argument("--speed", type=float, default=1.0, help="0.5 to 2.0")
+    parser.add_argument("--lang", default=None, help="espeak language; default: the voice's")
+    parser.add_argument("--provider", default="cpu", help="cpu, cuda, tensorrt, …")
+    parser.add_argument("--precision", default="int8", choices=("int8", "fp32", "fp16"))
+
+
+def cmd_speak(args: argparse.Namespace) -> int:
+    from .engine import Synthesizer
+
+    text = args.file.read_text(encoding="utf-8") if args.file else args.text
+    synth = Synthesizer(precision=args.precision, provider=args.provider)
+    stream = synth.stream(text, voice=args.voice, speed=args.speed, lang=args.lang)
+    if not args.json:
+        print(f"{'#':>3} {'ready ms':>9} {'synth ms':>9} {'audio ms':>9} {'RTF':>5}  text")
+    try:
+        for chunk in stream:
+            if not args.json:
+                print(f"{chunk.index:>3} {chunk.ready_ms:>9.0f} {chunk.synthesis_ms:>9.0f} "
+                      f"{chunk.audio_ms:>9.0f} {chunk.rtf:>5.2f}  {_clip(chunk.text)}", flush=True)
+    finally:
+        stream.cancel()
+    result = stream.result()
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    result.save(args.output)
+    summary = result.summary()
+    if args.json:
+        print(json.dumps({"summary": summary, "chunks": result.records()}, indent=2))
+    else:
+        print(f"\nfirst audio {summary['first_audio_ms']:.0f} ms · {summary['chunks']} chunks · "
+              f"{summary['audio_s']:.1f} s audio · underrun {summary['underrun_ms']:.0f} ms · "
+              f"{result.provider}/{result.precision} → {args.output}")
+    return 0
+
+
+def cmd_assets(args: argparse.Namespace) -> int:
+    from .engine import assets
+
+    build = {"model int8", "voices"} if args.build or args.build_derived else set()
+    if args.build_derived:
+        build |= {"model fp32", "model fp16"}
+    report = assets.describe(build=build)
+    if args.json:
+        print(json.dumps([item.as_dict() for item in report], indent=2))
+        return 0
+    print(f"cache: {assets.cache_dir()}")
+    for item in report:
+        state = f"{item.size / 1e6:7.1f} MB  sha256 {item.sha256[:16]}…" if item.present else \
+            "  missing (built on first use)"
+        print(f"{item.name:<12} {state}  {item.origin}\n{'':<12} {item.path}")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import run_benchmark
+
+    report = run_benchmark(args.out, repeats=args.repeats, quick=args.quick)
+    print(report.markdown())
+    return 0
+
+
+def _clip(text: str, width: int = 60) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,219 @@
+"""Cut text into chunks that start speaking fast and then keep ahead of playback.
+
+The rule, in order of precedence:
+
+1. Text is cut only between words, never inside one. Every character of the input that is
+   speakable ends up in exactly one chunk, in order.
+2. Cuts prefer natural boundaries: paragraph and sentence ends, then clause marks
+   (``, ; : — –``), then plain spaces only when a clause alone is too long for the budget.
+3. The **first chunk is small** (its first clause, or its first few words when that clause is
+   long) because its synthesis time is the time to first audio.
+4. **Later chunks grow**: each may be as long as the audio already buffered ahead of the
+   player can cover its synthesis, predicted from measured speed, up to :data:`EFFICIENT_CAP`
+   phonemes (where the model's cost per second of audio is lowest on CPU) and never over
+   :data:`MAX_PHONEMES`, the model's context.
+
+Text is split into *atoms* (clauses, or word groups of an over-long clause) lazily, so a
+100,000-character text is never phonemized or held in memory all at once.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+
+MAX_PHONEMES = 510  # the model's context, tokens between the two pad tokens
+EFFICIENT_CAP = 220  # phonemes; longer chunks cost more per second of audio on CPU
+FIRST_MAX_WORDS = 5  # a long first clause is cut after this many words
+FIRST_MIN_WORDS = 3
+
+SENTENCE_END = re.compile(r"(?<=[.!?…。！？])[\"'”’)\]]*\s+|\n\s*\n+|\n")
+CLAUSE_END = re.compile(r"(?<=[,;:，；：])\s+|\s+(?=[—–]\s)|(?<=[—–])\s+")
+SENTENCE_MARKS = ".!?…。！？"
+CLAUSE_MARKS = ",;:—–，；："
+
+
+class TextError(ValueError):
+    """The text has nothing that can be spoken."""
+
+
+@dataclass(frozen=True)
+class Atom:
+    """The smallest unit a chunk is built from: a clause or a run of words, with its phonemes."""
+
+    text: str
+    phonemes: str
+    boundary: str  # what follows it: "sentence", "clause" or "word"
+
+    @property
+    def words(self) -> int:
+        return len(self.text.split())
+
+
+@dataclass(frozen=True)
+class PlannedChunk:
+    text: str
+    phonemes: str
+    boundary: str  # the boundary after the chunk's last atom: decides the pause after it
+
+
+def clean_text(text: str) -> str:
+    """Normalise Unicode and turn control characters into spaces (newlines are kept)."""
+    if not isinstance(text, str):
+        raise TextError(f"text must be a str, got {type(text).__name__}")
+    text = unicodedata.normalize("NFC", text)
+    out = []
+    for char in text:
+        if char == "\n":
+            out.append(char)
+        elif unicodedata.category(char) in ("Cc", "Cf", "Cs", "Co"):
+            out.append(" ")
+        else:
+            out.append(char)
+    return "".join(out).replace("\r", "")
+
+
+def _split(pattern: re.Pattern, text: str) -> list[str]:
+    return [piece.strip() for piece in pattern.split(text) if piece and piece.strip()]
+
+
+def sentences(text: str) -> Iterator[str]:
+    """Sentences (and lines) of ``text`` in order, lazily."""
+    start = 0
+    for match in SENTENCE_END.finditer(text):
+        piece = text[start : match.start()].strip()
+        if piece:
+            yield piece
+        start = match.end()
+    tail = text[start:].strip()
+    if tail:
+        yield tail
+
+
+def boundary_of(text: str) -> str:
+    tail = text.rstrip("\"'”’)] ")
+    if tail[-1:] and tail[-1] in SENTENCE_MARKS:
+        return "sentence"
+    if tail[-1:] and tail[-1] in CLAUSE_MARKS:
+        return "clause"
+    return "word"
+
+
+def atoms(text: str, phonemize: Callable[[str], str]) -> Iterator[Atom]:
+    """Clauses of ``text`` with their phonemes; clauses over the cap become word groups.
+
+    Pieces that phonemize to nothing (emoji, stray symbols) are dropped here, so they can
+    never produce an empty chunk.
+    """
+    for sentence in sentences(clean_text(text)):
+        clauses = _split(CLAUSE_END, sentence)
+        for position, clause in enumerate(clauses):
+            last = position == len(clauses) - 1
+            boundary = "sentence" if last else boundary_of(clause)
+            if boundary == "word" and not last:
+                boundary = "clause"  # a dash split
+            yield from _clause_atoms(clause, boundary, phonemize)
+
+
+def _clause_atoms(clause: str, boundary: str, phonemize: Callable[[str], str]) -> Iterator[Atom]:
+    phonemes = phonemize(clause)
+    if not phonemes:
+        return
+    if len(phonemes) <= EFFICIENT_CAP:
+        yield Atom(clause, phonemes, boundary)
+        return
+    # Too long for one efficient chunk: split into balanced runs of words.
+    words = clause.split()
+    groups = max(2, -(-len(phonemes) // EFFICIENT_CAP))
+    size = -(-len(words) // groups)
+    runs = [" ".join(words[i : i + size]) for i in range(0, len(words), size)]
+    for index, run in enumerate(runs):
+        run_phonemes = phonemize(run)
+        if not run_phonemes:
+            continue
+        if len(run_phonemes) > MAX_PHONEMES:
+            # A single "word" longer than the context (e.g. a URL): cut its phonemes.
+            for start in range(0, len(run_phonemes), MAX_PHONEMES):
+                yield Atom(run, run_phonemes[start : start + MAX_PHONEMES], "word")
+            continue
+        yield Atom(run, run_phonemes, boundary if index == len(runs) - 1 else "word")
+
+
+def split_words(atom: Atom, max_words: int, phonemize: Callable[[str], str]) -> tuple[Atom, Atom]:
+    """Cut an atom after ``max_words`` words: (head, rest)."""
+    words = atom.text.split()
+    head_text, rest_text = " ".join(words[:max_words]), " ".join(words[max_words:])
+    return (
+        Atom(head_text, phonemize(head_text), "word"),
+        Atom(rest_text, phonemize(rest_text), atom.boundary),
+    )
+
+
+class ChunkPlanner:
+    """Packs atoms into chunks: a small first chunk, then chunks sized by a budget.
+
+    ``budget()`` is asked before each chunk after the first and returns the largest phoneme
+    count whose synthesis the playback buffer can cover (see :mod:`scheduling`).
+    """
+
+    def __init__(self, text: str, phonemize: Callable[[str], str]):
+        self._phonemize = phonemize
+        self._atoms = atoms(text, phonemize)
+        self._pending: list[Atom] = []
+        self.first = True
+
+    def _next_atom(self) -> Atom | None:
+        if self._pending:
+            return self._pending.pop(0)
+        return next(self._atoms, None)
+
+    def _push_back(self, atom: Atom) -> None:
+        self._pending.insert(0, atom)
+
+    def next_chunk(self, budget: int) -> PlannedChunk | None:
+        """The next chunk of at most ``budget`` phonemes (at least one word), or None at the end."""
+        budget = max(1, min(budget, MAX_PHONEMES))
+        atom = self._next_atom()
+        if atom is None:
+            return None
+        if self.first:
+            self.first = False
+            if atom.words > FIRST_MAX_WORDS + FIRST_MIN_WORDS:
+                atom, rest = split_words(atom, FIRST_MAX_WORDS, self._phonemize)
+                self._push_back(rest)
+            return PlannedChunk(atom.text, atom.phonemes, atom.boundary)
+        if len(atom.phonemes) > budget and atom.words > 1:
+            words = max(1, int(atom.words * budget / len(atom.phonemes)))
+            if words < atom.words:
+                atom, rest = split_words(atom, words, self._phonemize)
+                self._push_back(rest)
+        parts = [atom]
+        size = len(atom.phonemes)
+        while True:
+            following = self._next_atom()
+            if following is None:
+                break
+            if size + 1 + len(following.phonemes) > budget:
+                self._push_back(following)
+                break
+            parts.append(following)
+            size += 1 + len(following.phonemes)
+        return PlannedChunk(
+            " ".join(p.text for p in parts),
+            " ".join(p.phonemes for p in parts),
+            parts[-1].boundary,
+        )
+
+
+def plan(text: str, phonemize: Callable[[str], str], budgets: Iterable[int]) -> list[PlannedChunk]:
+    """The whole plan for fixed budgets (first chunk ignores its budget); for tests and tools."""
+    planner = ChunkPlanner(text, phonemize)
+    chunks = []
+    budget_iter = iter(budgets)
+    while True:
+        chunk = planner.next_chunk(next(budget_iter, EFFICIENT_CAP))
+        if chunk is None:
+            return chunks
+        chunks.append(chunk)

@@ -1,0 +1,189 @@
+"""What one synthesized chunk and one whole utterance measured.
+
+Times are ``time.perf_counter()`` seconds; ``*_ms`` fields are derived from them. "Time to
+first audio" follows the project's definition: from the call until the first *audible* sample
+(|x| > :data:`AUDIBLE`) would play, with playback starting at the first chunk and each chunk
+played right after the previous one (or as soon as it is ready, whichever is later).
+"""
+
+from __future__ import annotations
+
+import wave
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+SAMPLE_RATE = 24_000
+AUDIBLE = 0.02
+
+
+@dataclass
+class Chunk:
+    """One piece of streamed audio and how it was made."""
+
+    index: int
+    text: str
+    phonemes: str
+    audio: np.ndarray  # float32 mono at SAMPLE_RATE, trimmed, faded, with its trailing pause
+    queued: float  # when the stream was asked for (shared by all chunks of one stream)
+    started: float  # synthesis of this chunk began
+    finished: float  # synthesis of this chunk ended (audio ready)
+    provider: str
+    precision: str
+    voice: str
+    speed: float
+    pause_ms: float = 0.0  # silence appended after the speech (sentence or clause pause)
+
+    @property
+    def phoneme_count(self) -> int:
+        return len(self.phonemes)
+
+    @property
+    def synthesis_ms(self) -> float:
+        return (self.finished - self.started) * 1000
+
+    @property
+    def audio_ms(self) -> float:
+        return len(self.audio) / SAMPLE_RATE * 1000
+
+    @property
+    def rtf(self) -> float:
+        """Real-time factor: synthesis time over audio time (< 1 is faster than real time)."""
+        return self.synthesis_ms / self.audio_ms if self.audio_ms else float("inf")
+
+    @property
+    def ready_ms(self) -> float:
+        """Milliseconds from the stream's start until this chunk's audio was ready."""
+        return (self.finished - self.queued) * 1000
+
+    def metrics(self) -> dict:
+        """The chunk's figures as a flat record (no audio)."""
+        return {
+            "index": self.index,
+            "text": self.text,
+            "phonemes": self.phoneme_count,
+            "queued": self.queued,
+            "started": self.started,
+            "finished": self.finished,
+            "ready_ms": round(self.ready_ms, 2),
+            "synthesis_ms": round(self.synthesis_ms, 2),
+            "audio_ms": round(self.audio_ms, 2),
+            "rtf": round(self.rtf, 4),
+            "provider": self.provider,
+            "precision": self.precision,
+            "voice": self.voice,
+            "speed": self.speed,
+        }
+
+
+@dataclass
+class Playback:
+    """A simulated player fed by chunks as they become ready."""
+
+    first_audio_ms: float  # call → first audible sample plays
+    first_chunk_ms: float  # call → first chunk ready
+    underrun_ms: float  # total silence inserted after first audio because a chunk was late
+    underruns: int  # how many chunks arrived late
+    total_ms: float  # call → last chunk ready
+
+    def as_dict(self) -> dict:
+        return {k: round(v, 2) if isinstance(v, float) else v for k, v in asdict(self).items()}
+
+
+def first_audible_sample(audio: np.ndarray, threshold: float = AUDIBLE) -> int | None:
+    loud = np.flatnonzero(np.abs(audio) > threshold)
+    return int(loud[0]) if loud.size else None
+
+
+def simulate_playback(ready_ms: list[float], audio: list[np.ndarray]) -> Playback:
+    """Play each chunk when it is ready and the previous one has ended; measure the result.
+
+    ``ready_ms[i]`` is when chunk ``i`` became available, relative to the call.
+    """
+    clock = 0.0  # when the player's queue runs dry
+    first_audio = None
+    underrun_ms, underruns = 0.0, 0
+    for ready, samples in zip(ready_ms, audio):
+        start = max(clock, ready)
+        if first_audio is not None and ready > clock:
+            underrun_ms += ready - clock
+            underruns += 1
+        if first_audio is None:
+            hit = first_audible_sample(samples)
+            if hit is not None:
+                first_audio = start + hit / SAMPLE_RATE * 1000
+        clock = start + len(samples) / SAMPLE_RATE * 1000
+    return Playback(
+        first_audio_ms=first_audio if first_audio is not None else float("nan"),
+        first_chunk_ms=ready_ms[0] if ready_ms else float("nan"),
+        underrun_ms=underrun_ms,
+        underruns=underruns,
+        total_ms=ready_ms[-1] if ready_ms else float("nan"),
+    )
+
+
+@dataclass
+class Result:
+    """A whole utterance: joined audio plus per-chunk metrics."""
+
+    chunks: list[Chunk] = field(default_factory=list)
+    provider: str = ""
+    precision: str = ""
+    sample_rate: int = SAMPLE_RATE
+
+    @property
+    def audio(self) -> np.ndarray:
+        if not self.chunks:
+            return np.zeros(0, dtype=np.float32)
+        return np.concatenate([c.audio for c in self.chunks]).astype(np.float32, copy=False)
+
+    @property
+    def duration_s(self) -> float:
+        return sum(len(c.audio) for c in self.chunks) / self.sample_rate
+
+    @property
+    def playback(self) -> Playback:
+        return simulate_playback([c.ready_ms for c in self.chunks], [c.audio for c in self.chunks])
+
+    def records(self) -> list[dict]:
+        return [c.metrics() for c in self.chunks]
+
+    def to_dataframe(self):
+        """Per-chunk metrics as a pandas DataFrame (needs pandas)."""
+        try:
+            import pandas as pd
+        except ImportError:
+            raise ImportError("to_dataframe() needs pandas: pip install pandas") from None
+        return pd.DataFrame.from_records(self.records())
+
+    def save(self, path: str | Path) -> Path:
+        """Write the audio as 16-bit PCM WAV."""
+        return write_wav(path, self.audio, self.sample_rate)
+
+    def summary(self) -> dict:
+        return {
+            "chunks": len(self.chunks),
+            "audio_s": round(self.duration_s, 3),
+            "provider": self.provider,
+            "precision": self.precision,
+            **self.playback.as_dict(),
+        }
+
+    def __repr__(self) -> str:
+        s = self.summary()
+        return (
+            f"<Result {s['chunks']} chunks, {s['audio_s']} s audio, first audio "
+            f"{s['first_audio_ms']} ms, {self.provider}/{self.precision}>"
+        )
+
+
+def write_wav(path: str | Path, audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> Path:
+    path = Path(path)
+    pcm = (np.clip(audio, -1.0, 1.0) * 32767).astype("<i2")
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(sample_rate)
+        out.writeframes(pcm.tobytes())
+    return path

@@ -1,0 +1,167 @@
+"""ONNX Runtime sessions: one per (precision, provider), created once and kept warm.
+
+The rule: a provider the user asks for either runs the model or raises
+:class:`ProviderUnavailable` naming what is available. ONNX Runtime itself falls back to CPU
+silently when, say, the CUDA libraries fail to load; we check the session's active providers
+after creation and refuse that fallback instead of hiding it.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import onnxruntime as ort
+
+from . import assets
+
+# Short names users type, mapped to ONNX Runtime's provider names.
+PROVIDER_ALIASES = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+    "trt": "TensorrtExecutionProvider",
+    "rocm": "ROCMExecutionProvider",
+    "migraphx": "MIGraphXExecutionProvider",
+    "directml": "DmlExecutionProvider",
+    "dml": "DmlExecutionProvider",
+    "coreml": "CoreMLExecutionProvider",
+    "openvino": "OpenVINOExecutionProvider",
+    "qnn": "QNNExecutionProvider",
+}
+
+# Options that matter for this model: its input shapes change with every chunk, so an
+# exhaustive cuDNN algorithm search would be redone for each new length.
+PROVIDER_OPTIONS: dict[str, dict[str, str]] = {
+    "CUDAExecutionProvider": {"cudnn_conv_algo_search": "HEURISTIC"},
+    "TensorrtExecutionProvider": {"trt_engine_cache_enable": "True"},
+}
+
+
+class ProviderUnavailable(RuntimeError):
+    """The requested execution provider cannot run here."""
+
+
+def provider_name(provider: str) -> str:
+    """``"cuda"`` → ``"CUDAExecutionProvider"``; full names pass through."""
+    name = PROVIDER_ALIASES.get(provider.lower(), provider)
+    if name not in ort.get_all_providers():
+        known = ", ".join(sorted(PROVIDER_ALIASES))
+        raise ProviderUnavailable(f"unknown provider {provider!r}; known short names: {known}")
+    return name
+
+
+def short_name(provider: str) -> str:
+    for alias, name in PROVIDER_ALIASES.items():
+        if name == provider:
+            return alias
+    return provider
+
+
+def available_providers() -> list[str]:
+    """Short names of the providers this onnxruntime build offers."""
+    return [short_name(p) for p in ort.get_available_providers()]
+
+
+def check_available(provider: str) -> str:
+    name = provider_name(provider)
+    available = ort.get_available_providers()
+    if name not in available:
+        hint = ""
+        if name in ("CUDAExecutionProvider", "TensorrtExecutionProvider"):
+            hint = " Install the GPU build: pip install 'kokoro-lab[gpu]' (onnxruntime-gpu)."
+        raise ProviderUnavailable(
+            f"provider {provider!r} ({name}) is not available in this onnxruntime build; "
+            f"available: {', '.join(available_providers())}.{hint}"
+        )
+    return name
+
+
+def default_threads() -> int:
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
+
+
+def session_options(threads: int | None = None, profile_prefix: str | None = None):
+    """Explicit options rather than ORT's defaults, so runs are comparable across machines."""
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.intra_op_num_threads = threads or default_threads()
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    if profile_prefix:
+        options.enable_profiling = True
+        options.profile_file_prefix = profile_prefix
+    return options
+
+
+@dataclass
+class LoadedSession:
+    """A warm session and what it cost to load."""
+
+    session: ort.InferenceSession
+    precision: str
+    provider: str  # short name asked for
+    model_path: Path
+    load_ms: float
+    active_providers: list[str] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def create_session(
+    model: Path, provider: str, threads: int | None = None, profile_prefix: str | None = None
+) -> tuple[ort.InferenceSession, list[str]]:
+    """Create a session on ``provider`` (plus CPU for ops it lacks) and refuse a fallback."""
+    name = check_available(provider)
+    chain: list = [(name, PROVIDER_OPTIONS.get(name, {}))]
+    if name == "TensorrtExecutionProvider":
+        chain.append(("CUDAExecutionProvider", PROVIDER_OPTIONS["CUDAExecutionProvider"]))
+    if name != "CPUExecutionProvider":
+        chain.append("CPUExecutionProvider")
+    session = ort.InferenceSession(
+        str(model), sess_options=session_options(threads, profile_prefix), providers=chain
+    )
+    active = session.get_providers()
+    if name not in active:
+        raise ProviderUnavailable(
+            f"ONNX Runtime could not start {name} (it would have fallen back to {active}); "
+            "check the GPU driver and CUDA/cuDNN libraries"
+        )
+    return session, active
+
+
+class SessionCache:
+    """Sessions keyed by (precision, provider, model file), created on first use."""
+
+    def __init__(self) -> None:
+        self._sessions: dict[tuple[str, str, str], LoadedSession] = {}
+        self._lock = threading.Lock()
+
+    def get(self, precision: str, provider: str, model: str | Path | None = None,
+            threads: int | None = None) -> LoadedSession:
+        path = Path(model) if model else assets.model_path(precision)
+        key = (precision, provider.lower(), str(path))
+        with self._lock:
+            if key not in self._sessions:
+                start = time.perf_counter()
+                session, active = create_session(path, provider, threads)
+                self._sessions[key] = LoadedSession(
+                    session=session, precision=precision, provider=provider.lower(),
+                    model_path=path, load_ms=(time.perf_counter() - start) * 1000,
+                    active_providers=active,
+                )
+            return self._sessions[key]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._sessions.clear()
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+
+# One cache per process: a notebook kernel, a CLI run or a batch worker keeps its sessions warm.
+SESSIONS = SessionCache()

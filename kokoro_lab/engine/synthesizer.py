@@ -1,0 +1,324 @@
+"""The persistent streaming synthesizer: load once, stay warm, stream chunks as they are made.
+
+A :class:`Stream` runs synthesis on a worker thread that stays ahead of the consumer through a
+bounded queue (so a 100,000-character text never holds more than a few chunks of audio in
+flight). Closing the stream or calling :meth:`Stream.cancel` stops the worker before its next
+chunk, so at most the chunk in progress is wasted.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+from kokoro_onnx.tokenizer import Tokenizer
+from kokoro_onnx.trim import trim as trim_silence
+
+from . import assets
+from .chunking import MAX_PHONEMES, ChunkPlanner, TextError, clean_text
+from .metrics import SAMPLE_RATE, Chunk, Result
+from .scheduling import Scheduler, SpeedModel
+from .sessions import SESSIONS, LoadedSession, check_available
+from .voices import Voice, VoiceBank, VoiceError, parse
+
+SENTENCE_PAUSE_S = 0.25
+CLAUSE_PAUSE_S = 0.1
+FADE_S = 0.004  # short fades at chunk edges so joins never click
+QUEUE_CHUNKS = 4  # chunks synthesized ahead of the consumer at most
+MIN_SPEED, MAX_SPEED = 0.5, 2.0
+WARMUP_TEXT = "Hello."
+
+
+class StreamCancelled(RuntimeError):
+    """Raised by :meth:`Stream.result` when the stream was cancelled before its end."""
+
+
+def check_speed(speed: float) -> float:
+    try:
+        value = float(speed)
+    except (TypeError, ValueError):
+        raise ValueError(f"speed must be a number between 0.5 and 2.0, got {speed!r}") from None
+    if not MIN_SPEED <= value <= MAX_SPEED:
+        raise ValueError(f"speed must be between {MIN_SPEED} and {MAX_SPEED}, got {value:g}")
+    return value
+
+
+class Synthesizer:
+    """A warm Kokoro-82M engine for one precision and provider.
+
+    >>> synth = Synthesizer()                       # int8 on CPU, built from the registries
+    >>> for chunk in synth.stream("Hello there. How are you?"):
+    ...     play(chunk.audio)                        # float32 mono, 24 kHz
+    """
+
+    def __init__(
+        self,
+        precision: str = "int8",
+        provider: str = "cpu",
+        *,
+        model: str | Path | None = None,
+        voices: str | Path | None = None,
+        threads: int | None = None,
+        warm_up: bool = True,
+    ):
+        self.precision = precision
+        self.provider = provider.lower()
+        self.threads = threads
+        self._model = model
+        check_available(self.provider)
+        self.bank = VoiceBank(assets.voices_path(voices))
+        self.tokenizer = Tokenizer()
+        self.speed_model = SpeedModel()
+        self._loaded = self._session(self.precision, self.provider)
+        if warm_up:
+            self.synthesize(WARMUP_TEXT)
+
+    # -- configuration ---------------------------------------------------------------------
+
+    def _session(self, precision: str, provider: str) -> LoadedSession:
+        model = self._model if precision == self.precision else None
+        return SESSIONS.get(precision, provider, model=model, threads=self.threads)
+
+    @property
+    def active_providers(self) -> list[str]:
+        """The providers ONNX Runtime actually runs this session on, in priority order."""
+        return list(self._loaded.active_providers)
+
+    @property
+    def load_ms(self) -> float:
+        return self._loaded.load_ms
+
+    @property
+    def voices(self) -> list[str]:
+        return self.bank.names
+
+    def resolve_voice(self, spec: str | Voice) -> Voice:
+        resolved = parse(spec)
+        self.bank.table(resolved)  # raises VoiceError for unknown names
+        return resolved
+
+    # -- text -------------------------------------------------------------------------------
+
+    def phonemize(self, text: str, lang: str) -> str:
+        return " ".join(self.tokenizer.phonemize(text, lang).split())
+
+    def _infer(self, loaded: LoadedSession, phonemes: str, voice: Voice, speed: float):
+        tokens = self.tokenizer.tokenize(phonemes, limit=MAX_PHONEMES)
+        if not tokens:
+            return np.zeros(0, dtype=np.float32)
+        inputs = {
+            "tokens": np.array([[0, *tokens, 0]], dtype=np.int64),
+            "style": self.bank.style(voice, len(tokens)),
+            "speed": np.array([speed], dtype=np.float32),
+        }
+        audio = loaded.session.run(None, inputs)[0]
+        return np.asarray(audio, dtype=np.float32).ravel()
+
+    # -- streaming --------------------------------------------------------------------------
+
+    def stream(
+        self,
+        text: str,
+        voice: str | Voice = "af_heart",
+        speed: float = 1.0,
+        lang: str | None = None,
+        *,
+        precision: str | None = None,
+        provider: str | None = None,
+        first_chunk: bool = True,
+    ) -> Stream:
+        """Start synthesizing ``text``; iterate the result for :class:`Chunk` objects.
+
+        Everything is validated before the worker starts, so bad input raises here.
+        ``precision``/``provider`` override the synthesizer's for this call (sessions are
+        cached per pair). ``first_chunk=False`` disables the small first chunk.
+        """
+        text = _check_text(text)
+        resolved = self.resolve_voice(voice)
+        speed = check_speed(speed)
+        loaded = self._session(precision or self.precision, (provider or self.provider).lower())
+        language = lang or resolved.lang
+        return Stream(self, loaded, text, resolved, speed, language, first_chunk)
+
+    def synthesize(self, text: str, voice: str | Voice = "af_heart", speed: float = 1.0,
+                   lang: str | None = None, **options) -> Result:
+        """Synthesize the whole text and return the joined audio with per-chunk metrics."""
+        return self.stream(text, voice, speed, lang, **options).result()
+
+    def close(self) -> None:
+        """Drop this process's cached sessions (they are rebuilt on next use)."""
+        SESSIONS.clear()
+
+
+def _check_text(text: str) -> str:
+    if not isinstance(text, str):
+        raise TextError(f"text must be a str, got {type(text).__name__}")
+    if not clean_text(text).strip():
+        raise TextError("the text is empty: nothing to speak")
+    return text
+
+
+class Stream:
+    """An iterator of :class:`Chunk`, synthesized ahead on a worker thread."""
+
+    _DONE = object()
+
+    def __init__(self, synth: Synthesizer, loaded: LoadedSession, text: str, voice: Voice,
+                 speed: float, lang: str, first_chunk: bool):
+        self.synth = synth
+        self.loaded = loaded
+        self.text = text
+        self.voice = voice
+        self.speed = speed
+        self.lang = lang
+        self.queued = time.perf_counter()
+        self.chunks: list[Chunk] = []
+        self.error: BaseException | None = None
+        self._queue: queue.Queue = queue.Queue(maxsize=QUEUE_CHUNKS)
+        self._cancel = threading.Event()
+        self._finished = False
+        self._first_chunk = first_chunk
+        self.on_chunk: Callable[[Chunk], None] | None = None
+        self._worker = threading.Thread(target=self._run, name="kokoro-lab-stream", daemon=True)
+        self._worker.start()
+
+    # -- consumer side ----------------------------------------------------------------------
+
+    def __iter__(self) -> Iterator[Chunk]:
+        return self
+
+    def __next__(self) -> Chunk:
+        if self._finished:
+            raise StopIteration
+        while True:
+            try:
+                item = self._queue.get(timeout=0.1)
+                break
+            except queue.Empty:
+                if not self._worker.is_alive() and self._queue.empty():
+                    item = self._DONE
+                    break
+        if item is self._DONE:
+            self._finished = True
+            if self.error is not None:
+                raise self.error
+            raise StopIteration
+        self.chunks.append(item)
+        return item
+
+    def cancel(self) -> None:
+        """Stop synthesis before the next chunk; chunks already made stay in ``chunks``."""
+        self._cancel.set()
+        self._drain()
+
+    close = cancel
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancel.is_set()
+
+    def join(self, timeout: float | None = None) -> bool:
+        self._worker.join(timeout)
+        return not self._worker.is_alive()
+
+    def result(self) -> Result:
+        """Consume the stream to its end and return the whole :class:`Result`."""
+        for _ in self:
+            pass
+        if self.cancelled:
+            raise StreamCancelled(f"stream cancelled after {len(self.chunks)} chunks")
+        return Result(chunks=list(self.chunks), provider=self.loaded.provider,
+                      precision=self.loaded.precision)
+
+    def __enter__(self) -> Stream:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.cancel()
+
+    def __del__(self) -> None:
+        self._cancel.set()
+
+    def _drain(self) -> None:
+        while True:
+            try:
+                self._queue.get_nowait()
+            except queue.Empty:
+                return
+
+    # -- worker side ------------------------------------------------------------------------
+
+    def _put(self, item) -> bool:
+        """Hand an item to the consumer, giving up if the stream is cancelled meanwhile."""
+        while not self._cancel.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _run(self) -> None:
+        try:
+            self._produce()
+        except BaseException as error:  # handed to the consumer, raised from __next__
+            self.error = error
+        finally:
+            self._put(self._DONE)
+
+    def _produce(self) -> None:
+        synth = self.synth
+        planner = ChunkPlanner(self.text, lambda t: synth.phonemize(t, self.lang))
+        planner.first = self._first_chunk
+        scheduler = Scheduler(synth.speed_model)
+        index = 0
+        while not self._cancel.is_set():
+            planned = planner.next_chunk(scheduler.budget(time.perf_counter()))
+            if planned is None:
+                break
+            started = time.perf_counter()
+            raw = synth._infer(self.loaded, planned.phonemes, self.voice, self.speed)
+            audio, pause = finish_audio(raw, planned.boundary, self.speed)
+            finished = time.perf_counter()
+            synth.speed_model.observe(len(planned.phonemes), finished - started,
+                                      len(raw) / SAMPLE_RATE, self.speed)
+            scheduler.chunk_ready(finished, len(audio) / SAMPLE_RATE)
+            chunk = Chunk(
+                index=index, text=planned.text, phonemes=planned.phonemes, audio=audio,
+                queued=self.queued, started=started, finished=finished,
+                provider=self.loaded.provider, precision=self.loaded.precision,
+                voice=self.voice.label, speed=self.speed, pause_ms=pause * 1000,
+            )
+            if self.on_chunk is not None:
+                self.on_chunk(chunk)
+            if not self._put(chunk):
+                return
+            index += 1
+        if index == 0 and not self._cancel.is_set():
+            raise TextError(f"nothing speakable in {_preview(self.text)}: it produced no phonemes")
+
+
+def finish_audio(raw: np.ndarray, boundary: str, speed: float) -> tuple[np.ndarray, float]:
+    """Trim the model's silent pads, fade the edges and add the pause the boundary asks for."""
+    if raw.size == 0:
+        return raw, 0.0
+    audio, _ = trim_silence(raw)
+    audio = np.array(audio, dtype=np.float32)
+    fade = min(int(FADE_S * SAMPLE_RATE), len(audio) // 2)
+    if fade:
+        ramp = np.linspace(0.0, 1.0, fade, dtype=np.float32)
+        audio[:fade] *= ramp
+        audio[-fade:] *= ramp[::-1]
+    pause = {"sentence": SENTENCE_PAUSE_S, "clause": CLAUSE_PAUSE_S}.get(boundary, 0.02) / speed
+    return np.concatenate([audio, np.zeros(int(pause * SAMPLE_RATE), np.float32)]), pause
+
+
+def _preview(text: str, limit: int = 40) -> str:
+    return repr(text if len(text) <= limit else text[:limit] + "…")
+
+
+__all__ = ["Synthesizer", "Stream", "StreamCancelled", "VoiceError", "TextError", "check_speed"]

@@ -26,8 +26,8 @@ from dataclasses import dataclass
 
 MAX_PHONEMES = 510  # the model's context, tokens between the two pad tokens
 EFFICIENT_CAP = 220  # phonemes; longer chunks cost more per second of audio on CPU
-FIRST_MAX_WORDS = 5  # a long first clause is cut after this many words
-FIRST_MIN_WORDS = 3
+FIRST_MAX_WORDS = 4  # a first clause longer than FIRST_WHOLE_WORDS is cut after this many words
+FIRST_WHOLE_WORDS = 6
 
 SENTENCE_END = re.compile(r"(?<=[.!?…。！？])[\"'”’)\]]*\s+|\n\s*\n+|\n")
 CLAUSE_END = re.compile(r"(?<=[,;:，；：])\s+|\s+(?=[—–]\s)|(?<=[—–])\s+")
@@ -118,7 +118,7 @@ def atoms(text: str, phonemize: Callable[[str], str]) -> Iterator[Atom]:
 
 
 def _clause_atoms(clause: str, boundary: str, phonemize: Callable[[str], str]) -> Iterator[Atom]:
-    phonemes = phonemize(clause)
+    phonemes = speakable(phonemize(clause))
     if not phonemes:
         return
     if len(phonemes) <= EFFICIENT_CAP:
@@ -130,7 +130,7 @@ def _clause_atoms(clause: str, boundary: str, phonemize: Callable[[str], str]) -
     size = -(-len(words) // groups)
     runs = [" ".join(words[i : i + size]) for i in range(0, len(words), size)]
     for index, run in enumerate(runs):
-        run_phonemes = phonemize(run)
+        run_phonemes = speakable(phonemize(run))
         if not run_phonemes:
             continue
         if len(run_phonemes) > MAX_PHONEMES:
@@ -141,13 +141,18 @@ def _clause_atoms(clause: str, boundary: str, phonemize: Callable[[str], str]) -
         yield Atom(run, run_phonemes, boundary if index == len(runs) - 1 else "word")
 
 
+def speakable(phonemes: str) -> str:
+    """The phonemes if they hold any sound, else "" (punctuation alone makes no speech)."""
+    return phonemes if any(ch.isalpha() for ch in phonemes) else ""
+
+
 def split_words(atom: Atom, max_words: int, phonemize: Callable[[str], str]) -> tuple[Atom, Atom]:
     """Cut an atom after ``max_words`` words: (head, rest)."""
     words = atom.text.split()
     head_text, rest_text = " ".join(words[:max_words]), " ".join(words[max_words:])
     return (
-        Atom(head_text, phonemize(head_text), "word"),
-        Atom(rest_text, phonemize(rest_text), atom.boundary),
+        Atom(head_text, speakable(phonemize(head_text)), "word"),
+        Atom(rest_text, speakable(phonemize(rest_text)), atom.boundary),
     )
 
 
@@ -170,7 +175,8 @@ class ChunkPlanner:
         return next(self._atoms, None)
 
     def _push_back(self, atom: Atom) -> None:
-        self._pending.insert(0, atom)
+        if atom.phonemes:  # a split can leave words that phonemize to nothing (emoji)
+            self._pending.insert(0, atom)
 
     def next_chunk(self, budget: int) -> PlannedChunk | None:
         """The next chunk of at most ``budget`` phonemes (at least one word), or None at the end."""
@@ -180,15 +186,19 @@ class ChunkPlanner:
             return None
         if self.first:
             self.first = False
-            if atom.words > FIRST_MAX_WORDS + FIRST_MIN_WORDS:
-                atom, rest = split_words(atom, FIRST_MAX_WORDS, self._phonemize)
-                self._push_back(rest)
+            if atom.words > FIRST_WHOLE_WORDS:
+                head, rest = split_words(atom, FIRST_MAX_WORDS, self._phonemize)
+                if head.phonemes:
+                    atom = head
+                    self._push_back(rest)
             return PlannedChunk(atom.text, atom.phonemes, atom.boundary)
         if len(atom.phonemes) > budget and atom.words > 1:
             words = max(1, int(atom.words * budget / len(atom.phonemes)))
             if words < atom.words:
-                atom, rest = split_words(atom, words, self._phonemize)
-                self._push_back(rest)
+                head, rest = split_words(atom, words, self._phonemize)
+                if head.phonemes:
+                    atom = head
+                    self._push_back(rest)
         parts = [atom]
         size = len(atom.phonemes)
         while True:

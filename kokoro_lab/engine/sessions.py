@@ -17,6 +17,7 @@ from pathlib import Path
 import onnxruntime as ort
 
 from . import assets
+from .scheduling import SpeedModel
 
 # Short names users type, mapped to ONNX Runtime's provider names.
 PROVIDER_ALIASES = {
@@ -61,14 +62,18 @@ def short_name(provider: str) -> str:
     return provider
 
 
+# Listed by ORT builds as "available" but it calls remote endpoints: it cannot run this model.
+_REMOTE_ONLY = {"AzureExecutionProvider"}
+
+
 def available_providers() -> list[str]:
-    """Short names of the providers this onnxruntime build offers."""
-    return [short_name(p) for p in ort.get_available_providers()]
+    """Short names of the providers this onnxruntime build offers that can run the model."""
+    return [short_name(p) for p in ort.get_available_providers() if p not in _REMOTE_ONLY]
 
 
 def check_available(provider: str) -> str:
     name = provider_name(provider)
-    available = ort.get_available_providers()
+    available = [p for p in ort.get_available_providers() if p not in _REMOTE_ONLY]
     if name not in available:
         hint = ""
         if name in ("CUDAExecutionProvider", "TensorrtExecutionProvider"):
@@ -108,7 +113,8 @@ class LoadedSession:
     model_path: Path
     load_ms: float
     active_providers: list[str] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    # What this session's speed turned out to be, so chunk sizing learns per provider/precision.
+    speed_model: SpeedModel = field(default_factory=SpeedModel)
 
 
 def create_session(

@@ -21,7 +21,7 @@ from kokoro_onnx.trim import trim as trim_silence
 from . import assets
 from .chunking import MAX_PHONEMES, ChunkPlanner, TextError, clean_text
 from .metrics import SAMPLE_RATE, Chunk, Result
-from .scheduling import Scheduler, SpeedModel
+from .scheduling import Scheduler
 from .sessions import SESSIONS, LoadedSession, check_available
 from .voices import Voice, VoiceBank, VoiceError, parse
 
@@ -72,7 +72,6 @@ class Synthesizer:
         check_available(self.provider)
         self.bank = VoiceBank(assets.voices_path(voices))
         self.tokenizer = Tokenizer()
-        self.speed_model = SpeedModel()
         self._loaded = self._session(self.precision, self.provider)
         if warm_up:
             self.synthesize(WARMUP_TEXT)
@@ -157,8 +156,11 @@ class Synthesizer:
 def _check_text(text: str) -> str:
     if not isinstance(text, str):
         raise TextError(f"text must be a str, got {type(text).__name__}")
-    if not clean_text(text).strip():
+    cleaned = clean_text(text)
+    if not cleaned.strip():
         raise TextError("the text is empty: nothing to speak")
+    if not any(ch.isalnum() for ch in cleaned):
+        raise TextError(f"nothing speakable in {_preview(text)}: it has no letters or digits")
     return text
 
 
@@ -274,7 +276,7 @@ class Stream:
         synth = self.synth
         planner = ChunkPlanner(self.text, lambda t: synth.phonemize(t, self.lang))
         planner.first = self._first_chunk
-        scheduler = Scheduler(synth.speed_model)
+        scheduler = Scheduler(self.loaded.speed_model)
         index = 0
         while not self._cancel.is_set():
             planned = planner.next_chunk(scheduler.budget(time.perf_counter()))
@@ -284,7 +286,7 @@ class Stream:
             raw = synth._infer(self.loaded, planned.phonemes, self.voice, self.speed)
             audio, pause = finish_audio(raw, planned.boundary, self.speed)
             finished = time.perf_counter()
-            synth.speed_model.observe(len(planned.phonemes), finished - started,
+            self.loaded.speed_model.observe(len(planned.phonemes), finished - started,
                                       len(raw) / SAMPLE_RATE, self.speed)
             scheduler.chunk_ready(finished, len(audio) / SAMPLE_RATE)
             chunk = Chunk(

@@ -1,0 +1,101 @@
+"""The chunk planner's rules, checked as properties over generated text (fast, no model)."""
+
+from __future__ import annotations
+
+import string
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from kokoro_lab.engine.chunking import (
+    EFFICIENT_CAP,
+    FIRST_MAX_WORDS,
+    FIRST_WHOLE_WORDS,
+    MAX_PHONEMES,
+    ChunkPlanner,
+    clean_text,
+    plan,
+    sentences,
+)
+from tests.conftest import fake_phonemize
+
+word = st.text(alphabet=string.ascii_letters, min_size=1, max_size=12)
+punct = st.sampled_from(["", "", "", ",", ".", "!", "?", ";", ":"])
+token = st.tuples(word, punct).map("".join)
+separator = st.sampled_from([" ", " ", " ", "\n", "  ", "\n\n"])
+texts = st.lists(st.tuples(token, separator), min_size=1, max_size=300).map(
+    lambda pairs: "".join(t + s for t, s in pairs)
+)
+budgets = st.lists(st.integers(min_value=1, max_value=600), max_size=80)
+
+
+@settings(max_examples=150, deadline=None)
+@given(texts, budgets)
+def test_no_text_lost_or_reordered_and_no_mid_word_cut(text, budget_list):
+    chunks = plan(text, fake_phonemize, budget_list)
+    assert [w for c in chunks for w in c.text.split()] == text.split()
+
+
+@settings(max_examples=150, deadline=None)
+@given(texts, budgets)
+def test_limits_hold(text, budget_list):
+    planner = ChunkPlanner(text, fake_phonemize)
+    budget_iter = iter(budget_list)
+    first = True
+    while True:
+        budget = next(budget_iter, EFFICIENT_CAP)
+        chunk = planner.next_chunk(budget)
+        if chunk is None:
+            break
+        assert 0 < len(chunk.phonemes) <= MAX_PHONEMES
+        words = chunk.text.split()
+        if first:
+            assert len(words) <= max(FIRST_WHOLE_WORDS, FIRST_MAX_WORDS)
+        elif len(words) > 1:
+            # Over budget only when a single word is all the chunk holds.
+            assert len(chunk.phonemes) <= max(budget, 1) or len(words) == 1
+        first = False
+
+
+def test_first_chunk_is_a_short_clause_or_a_few_words():
+    text = "Well, the quick brown fox jumps over the lazy dog again and again. Then it rests."
+    chunks = plan(text, fake_phonemize, [EFFICIENT_CAP] * 10)
+    assert chunks[0].text == "Well,"
+    long_first = "The quick brown fox jumps over the lazy dog again and again. Then it rests."
+    chunks = plan(long_first, fake_phonemize, [EFFICIENT_CAP] * 10)
+    assert chunks[0].text == "The quick brown fox"
+    assert chunks[0].boundary == "word"
+
+
+def test_later_chunks_grow_with_the_budget_and_end_on_boundaries():
+    text = " ".join(f"Sentence number {i} is here, with a clause." for i in range(30))
+    chunks = plan(text, fake_phonemize, [0, 80, 160, 220, 220, 220, 220, 220, 220, 220])
+    sizes = [len(c.phonemes) for c in chunks[1:4]]
+    assert sizes == sorted(sizes) and sizes[0] <= 80 < sizes[1] <= 160 < sizes[2] <= 220, sizes
+    assert all(len(c.phonemes) <= 220 for c in chunks[4:])
+    assert all(c.boundary in ("sentence", "clause") for c in chunks[1:-1])
+
+
+def test_unspeakable_pieces_are_skipped_not_chunked():
+    chunks = plan("🙂🙂! Hello there. 🚀 Bye.", fake_phonemize, [EFFICIENT_CAP] * 5)
+    assert [c.text for c in chunks] == ["Hello there.", "🚀 Bye."]
+    assert all(c.phonemes for c in chunks)
+
+
+def test_control_characters_become_spaces_and_newlines_split_sentences():
+    assert clean_text("a\x00b\u200bc\td") == "a b c d"
+    assert list(sentences("one line\nsecond line")) == ["one line", "second line"]
+
+
+def test_a_huge_text_is_planned_lazily():
+    text = "This is a sentence that repeats, again and again. " * 4000  # ~200k characters
+    calls = []
+
+    def counting(t):
+        calls.append(t)
+        return fake_phonemize(t)
+
+    planner = ChunkPlanner(text, counting)
+    planner.next_chunk(EFFICIENT_CAP)
+    planner.next_chunk(EFFICIENT_CAP)
+    assert len(calls) < 20  # only the atoms needed so far were phonemized

@@ -1,0 +1,41 @@
+"""Simulated playback: time to first audible sample and underruns (fast, no model)."""
+
+from __future__ import annotations
+
+import wave
+
+import numpy as np
+
+from kokoro_lab.engine.metrics import SAMPLE_RATE, first_audible_sample, simulate_playback, write_wav
+
+
+def tone(seconds: float, lead_silence: float = 0.0) -> np.ndarray:
+    t = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
+    audio = 0.3 * np.sin(2 * np.pi * 220 * t).astype(np.float32)
+    audio[: int(lead_silence * SAMPLE_RATE)] = 0
+    return audio
+
+
+def test_first_audio_skips_leading_silence():
+    audio = tone(1.0, lead_silence=0.25)
+    assert abs(first_audible_sample(audio) - 0.25 * SAMPLE_RATE) < 30
+    playback = simulate_playback([500.0], [audio])
+    assert abs(playback.first_audio_ms - 750.0) < 2
+
+
+def test_silent_first_chunk_does_not_count_as_first_audio():
+    playback = simulate_playback([100.0, 300.0], [np.zeros(2400, np.float32), tone(1.0)])
+    assert playback.first_audio_ms > 300.0
+
+
+def test_late_chunk_is_an_underrun():
+    # chunk 0 plays 1000 ms from t=1000; chunk 1 arrives at 2500 → 500 ms of silence
+    playback = simulate_playback([1000.0, 2500.0, 2600.0], [tone(1.0), tone(1.0), tone(1.0)])
+    assert playback.underruns == 1
+    assert abs(playback.underrun_ms - 500.0) < 1e-6
+
+
+def test_wav_round_trip(tmp_path):
+    path = write_wav(tmp_path / "x.wav", tone(0.5))
+    with wave.open(str(path)) as wav:
+        assert wav.getframerate() == SAMPLE_RATE and wav.getnframes() == SAMPLE_RATE // 2

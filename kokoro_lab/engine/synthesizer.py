@@ -213,7 +213,12 @@ class Stream:
         return item
 
     def cancel(self) -> None:
-        """Stop synthesis before the next chunk; chunks already made stay in ``chunks``."""
+        """Stop synthesis before the next chunk; chunks already made stay in ``chunks``.
+
+        Cancelling a stream that has already been read to its end changes nothing.
+        """
+        if self._finished and self.error is None:
+            return
         self._cancel.set()
         self._drain()
 
@@ -241,9 +246,6 @@ class Stream:
 
     def __exit__(self, *exc) -> None:
         self.cancel()
-
-    def __del__(self) -> None:
-        self._cancel.set()
 
     def _drain(self) -> None:
         while True:

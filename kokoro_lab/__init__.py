@@ -21,6 +21,25 @@ from .engine import (
 
 __version__ = "0.1.0"
 
+# Front doors that pull in heavier dependencies (ipywidgets, plotly, sqlite…) are imported on
+# first use, so `import kokoro_lab` stays cheap for the CLI and batch workers.
+_LAZY = {
+    "Studio": "kokoro_lab.notebook.studio",
+    "compare_voices": "kokoro_lab.notebook.explorer",
+    "voice_map": "kokoro_lab.notebook.explorer",
+    "profile": "kokoro_lab.profiling",
+    "runs": "kokoro_lab.profiling",
+    "audit": "kokoro_lab.profiling",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'kokoro_lab' has no attribute {name!r}")
+
 
 def load_ipython_extension(ipython) -> None:
     """``%load_ext kokoro_lab``: register the magics."""
@@ -37,6 +56,7 @@ def unload_ipython_extension(ipython) -> None:
 
 
 __all__ = [
-    "SAMPLE_RATE", "Chunk", "ProviderUnavailable", "Result", "Stream", "Synthesizer",
-    "TextError", "Voice", "VoiceError", "assets", "available_providers", "voice",
+    "SAMPLE_RATE", "Chunk", "ProviderUnavailable", "Result", "Stream", "Studio", "Synthesizer",
+    "TextError", "Voice", "VoiceError", "assets", "audit", "available_providers",
+    "compare_voices", "profile", "runs", "voice", "voice_map",
 ]

@@ -118,9 +118,10 @@ class BenchReport:
 
 
 def machine_info() -> dict:
+    from importlib.metadata import version
+
     import kokoro_onnx  # noqa: F401  (imported for its version)
     import onnxruntime
-    from importlib.metadata import version
 
     cpu = platform.processor() or platform.machine()
     try:
@@ -138,6 +139,17 @@ def machine_info() -> dict:
         "onnxruntime": onnxruntime.__version__,
         "kokoro_onnx": version("kokoro-onnx"),
     }
+
+
+def log_to_run_log(rows: list[dict], quick: bool) -> None:
+    """Every bench run goes into the persistent run log beside the profile runs."""
+    from .profiling.runlog import new_batch, record
+
+    batch = new_batch()
+    for row in rows:
+        figures = {k: v for k, v in row.items() if isinstance(v, (int, float))}
+        record("bench-quick" if quick else "bench", "cpu", "int8", figures,
+               model=f"{row['system']} · {row['text']}", batch=batch)
 
 
 def run_benchmark(out_dir: Path, repeats: int = 2, quick: bool = False) -> BenchReport:
@@ -192,6 +204,7 @@ def run_benchmark(out_dir: Path, repeats: int = 2, quick: bool = False) -> Bench
     }
     report = BenchReport(machine_info() | {"quick": quick, "repeats": repeats}, rows, ratios,
                          targets)
+    log_to_run_log(rows, quick)
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = "bench-quick" if quick else "bench"
     (out_dir / f"{stem}.json").write_text(json.dumps(report.as_dict(), indent=2) + "\n")

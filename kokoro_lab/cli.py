@@ -72,7 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def add_voice_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--voice", default="af_heart", help="voice or blend 'af_heart:0.7,bf_emma:0.3'")
+    parser.add_argument("--voice", default="af_heart",
+                        help="voice or blend 'af_heart:0.7,bf_emma:0.3'")
     parser.add_argument("--speed", type=float, default=1.0, help="0.5 to 2.0")
     parser.add_argument("--lang", default=None, help="espeak language; default: the voice's")
     parser.add_argument("--provider", default="cpu", help="cpu, cuda, tensorrt, …")

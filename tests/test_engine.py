@@ -56,8 +56,8 @@ def test_cancel_stops_within_one_chunk(synth):
     stream.cancel()
     assert stream.join(timeout=30), "worker still running 30 s after cancel"
     stopped_after = time.perf_counter() - cancelled_at
-    # At most the chunk in progress finishes: bounded by one chunk's worst synthesis time.
-    assert stopped_after < 3 * max(first.synthesis_ms / 1000, 2.0)
+    # The inference in flight is aborted, so stopping takes far less than a chunk's synthesis.
+    assert stopped_after < max(first.synthesis_ms / 1000, 1.0)
     produced = [c for c in stream.chunks if c.started > cancelled_at]
     assert produced == []
     assert not any(t.name == "kokoro-lab-stream" and t.is_alive() for t in threading.enumerate()
@@ -83,7 +83,11 @@ def test_huge_text_streams_with_bounded_memory(synth):
 
 @pytest.mark.parametrize(
     "text",
-    ["Tab\tand\x00null\x07 bell characters.", "Hello 🙂 world 🚀!", "Hello, 世界. Bonjour, Ünïcödé."],
+    [
+        "Tab\tand\x00null\x07 bell characters.",
+        "Hello 🙂 world 🚀!",
+        "Hello, 世界. Bonjour, Ünïcödé.",
+    ],
 )
 def test_odd_characters_still_speak(synth, text):
     result = synth.synthesize(text)

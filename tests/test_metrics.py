@@ -6,7 +6,12 @@ import wave
 
 import numpy as np
 
-from kokoro_lab.engine.metrics import SAMPLE_RATE, first_audible_sample, simulate_playback, write_wav
+from kokoro_lab.engine.metrics import (
+    SAMPLE_RATE,
+    first_audible_sample,
+    simulate_playback,
+    write_wav,
+)
 
 
 def tone(seconds: float, lead_silence: float = 0.0) -> np.ndarray:

@@ -62,3 +62,9 @@ def test_language_and_gender_come_from_the_name():
         "gender": "female", "display": "Emma",
     }
     assert parse("jm_kumo").lang == "ja"
+
+
+def test_voice_accepts_a_blend_spelled_as_one_string(bank):
+    named = voice("af_heart:0.7,bf_emma:0.3", name="mix")
+    assert named.label == "mix" and named.parts == (("af_heart", 0.7), ("bf_emma", 0.3))
+    np.testing.assert_allclose(bank.table(named), bank.table("af_heart:0.7,bf_emma:0.3"))

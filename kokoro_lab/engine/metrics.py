@@ -104,7 +104,7 @@ def simulate_playback(ready_ms: list[float], audio: list[np.ndarray]) -> Playbac
     clock = 0.0  # when the player's queue runs dry
     first_audio = None
     underrun_ms, underruns = 0.0, 0
-    for ready, samples in zip(ready_ms, audio):
+    for ready, samples in zip(ready_ms, audio, strict=True):
         start = max(clock, ready)
         if first_audio is not None and ready > clock:
             underrun_ms += ready - clock

@@ -25,8 +25,8 @@ class SpeedModel:
 
     Cost is a straight line ``fixed + per_phoneme × phonemes`` fitted by least squares over the
     last :data:`HISTORY` chunks; until those span enough lengths, two prior points join the fit
-    (so a first, noisy chunk cannot swing it wildly). The priors are what a 2-core CPU measured for the int8 graph; a faster machine
-    or provider overrides them within a few chunks.
+    (so a first, noisy chunk cannot swing it wildly). The priors are what a 2-core CPU
+    measured for the int8 graph; a faster machine or provider overrides them within a few chunks.
     """
 
     PRIOR = ((16, 1.25, 1.6), (300, 11.5, 17.5))  # (phonemes, synthesis s, audio s)

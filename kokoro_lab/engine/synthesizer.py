@@ -2,8 +2,8 @@
 
 A :class:`Stream` runs synthesis on a worker thread that stays ahead of the consumer through a
 bounded queue (so a 100,000-character text never holds more than a few chunks of audio in
-flight). Closing the stream or calling :meth:`Stream.cancel` stops the worker before its next
-chunk, so at most the chunk in progress is wasted.
+flight). Closing the stream or calling :meth:`Stream.cancel` aborts the inference in flight
+(ONNX Runtime's ``RunOptions.terminate``) and stops the worker before its next chunk.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 from kokoro_onnx.tokenizer import Tokenizer
 from kokoro_onnx.trim import trim as trim_silence
 
@@ -105,7 +106,8 @@ class Synthesizer:
     def phonemize(self, text: str, lang: str) -> str:
         return " ".join(self.tokenizer.phonemize(text, lang).split())
 
-    def _infer(self, loaded: LoadedSession, phonemes: str, voice: Voice, speed: float):
+    def _infer(self, loaded: LoadedSession, phonemes: str, voice: Voice, speed: float,
+               run_options: ort.RunOptions | None = None) -> np.ndarray:
         tokens = self.tokenizer.tokenize(phonemes, limit=MAX_PHONEMES)
         if not tokens:
             return np.zeros(0, dtype=np.float32)
@@ -114,7 +116,7 @@ class Synthesizer:
             "style": self.bank.style(voice, len(tokens)),
             "speed": np.array([speed], dtype=np.float32),
         }
-        audio = loaded.session.run(None, inputs)[0]
+        audio = loaded.session.run(None, inputs, run_options)[0]
         return np.asarray(audio, dtype=np.float32).ravel()
 
     # -- streaming --------------------------------------------------------------------------
@@ -182,6 +184,9 @@ class Stream:
         self.error: BaseException | None = None
         self._queue: queue.Queue = queue.Queue(maxsize=QUEUE_CHUNKS)
         self._cancel = threading.Event()
+        # Setting `terminate` on these options aborts the inference in flight, so a cancel does
+        # not leave a doomed chunk competing for the CPU with whatever the user starts next.
+        self._run_options = ort.RunOptions()
         self._finished = False
         self._first_chunk = first_chunk
         self.on_chunk: Callable[[Chunk], None] | None = None
@@ -213,13 +218,14 @@ class Stream:
         return item
 
     def cancel(self) -> None:
-        """Stop synthesis before the next chunk; chunks already made stay in ``chunks``.
+        """Stop synthesis now (the inference in flight is aborted); made chunks stay in ``chunks``.
 
         Cancelling a stream that has already been read to its end changes nothing.
         """
         if self._finished and self.error is None:
             return
         self._cancel.set()
+        self._run_options.terminate = True
         self._drain()
 
     close = cancel
@@ -270,7 +276,8 @@ class Stream:
         try:
             self._produce()
         except BaseException as error:  # handed to the consumer, raised from __next__
-            self.error = error
+            if not self._cancel.is_set():  # an inference aborted by cancel() is no error
+                self.error = error
         finally:
             self._put(self._DONE)
 
@@ -285,7 +292,8 @@ class Stream:
             if planned is None:
                 break
             started = time.perf_counter()
-            raw = synth._infer(self.loaded, planned.phonemes, self.voice, self.speed)
+            raw = synth._infer(self.loaded, planned.phonemes, self.voice, self.speed,
+                               self._run_options)
             audio, pause = finish_audio(raw, planned.boundary, self.speed)
             finished = time.perf_counter()
             self.loaded.speed_model.observe(len(planned.phonemes), finished - started,

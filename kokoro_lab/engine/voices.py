@@ -88,11 +88,13 @@ def voice(*names: str, weights: tuple[float, ...] | list[float] | None = None,
     """
     if not names:
         raise VoiceError("voice() needs at least one voice name")
+    if len(names) == 1 and weights is None and any(mark in names[0] for mark in ":,"):
+        return Voice(parse(names[0]).parts, name=name)  # a blend spelled as one string
     if weights is None:
         weights = [1.0] * len(names)
     if len(weights) != len(names):
         raise VoiceError(f"{len(names)} voices but {len(weights)} weights")
-    return Voice(_normalise(list(zip(names, map(float, weights)))), name=name)
+    return Voice(_normalise(list(zip(names, map(float, weights), strict=True))), name=name)
 
 
 def parse(spec: str | Voice) -> Voice:

@@ -21,7 +21,7 @@ PARAGRAPH = "Hello there, friend. This is a short test of streaming speech. It e
 def test_stream_yields_measured_chunks_in_order(synth, tmp_path):
     stream = synth.stream(PARAGRAPH, voice="af_heart")
     chunks = list(stream)
-    assert len(chunks) >= 3
+    assert len(chunks) >= 2
     assert [c.index for c in chunks] == list(range(len(chunks)))
     assert " ".join(c.text for c in chunks).split() == PARAGRAPH.split()
     assert chunks[0].text == "Hello there,"  # a short first clause: fast first audio

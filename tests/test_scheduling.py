@@ -17,7 +17,8 @@ def test_speed_model_learns_a_faster_machine():
 
 def test_budget_grows_with_the_buffer_and_respects_floor_and_cap():
     scheduler = Scheduler(SpeedModel())
-    assert scheduler.budget(now=0.0) == MIN_BUDGET  # nothing buffered yet
+    # nothing buffered yet: the smallest chunk that makes more audio than it costs
+    assert scheduler.budget(now=0.0) == max(MIN_BUDGET, scheduler.model.break_even(EFFICIENT_CAP))
     scheduler.chunk_ready(now=1.0, audio_s=1.5)
     small = scheduler.budget(now=1.0)
     scheduler.chunk_ready(now=2.0, audio_s=6.0)
@@ -33,3 +34,42 @@ def test_buffer_drains_with_playback_time():
     assert scheduler.buffered_s(10.0) == 4.0
     assert scheduler.buffered_s(13.0) == 1.0
     assert scheduler.buffered_s(20.0) == 0.0
+
+
+def test_a_machine_slower_than_real_time_gets_the_largest_chunks():
+    model = SpeedModel()
+    for phonemes in (20, 60, 120, 200):
+        model.observe(phonemes, 1.0 + 0.2 * phonemes, 0.06 * phonemes, speed=1.0)
+    scheduler = Scheduler(model)
+    scheduler.chunk_ready(now=0.0, audio_s=1.0)
+    # Small chunks would stall for ever; the cap stalls least.
+    assert scheduler.budget(now=0.5) == EFFICIENT_CAP
+
+
+def test_break_even_chunk_when_the_buffer_is_short():
+    model = SpeedModel()
+    for phonemes in (20, 60, 120, 200):
+        model.observe(phonemes, 0.6 + 0.03 * phonemes, 0.06 * phonemes, speed=1.0)
+    # audio 0.06/phoneme vs cost 0.6 + 0.03/phoneme (×1.1 margin): break-even ≈ 25 phonemes
+    assert 20 <= model.break_even(EFFICIENT_CAP) <= 30
+    scheduler = Scheduler(model)
+    scheduler.chunk_ready(now=0.0, audio_s=0.5)
+    assert scheduler.budget(now=0.0) == max(MIN_BUDGET, model.break_even(EFFICIENT_CAP))
+
+
+def test_lane_budget_counts_audio_still_in_flight():
+    lane = SpeedModel(prior_scale=1.4)
+    scheduler = Scheduler(SpeedModel())
+    scheduler.chunk_ready(now=0.0, audio_s=1.0)
+    assert scheduler.lane_budget(0.0, pending_s=0.0, lane=lane) is None  # stay in latency mode
+    budget = scheduler.lane_budget(0.0, pending_s=8.0, lane=lane)
+    assert budget is not None and budget >= 40
+
+
+def test_lanes_run_at_the_cap_when_the_machine_cannot_keep_up():
+    slow = SpeedModel()
+    for phonemes in (20, 60, 120, 200):
+        slow.observe(phonemes, 1.0 + 0.2 * phonemes, 0.06 * phonemes, speed=1.0)
+    scheduler = Scheduler(slow)
+    assert not slow.keeps_up()
+    assert scheduler.lane_budget(0.0, pending_s=0.0, lane=slow) == EFFICIENT_CAP

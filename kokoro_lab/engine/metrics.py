@@ -34,6 +34,7 @@ class Chunk:
     voice: str
     speed: float
     pause_ms: float = 0.0  # silence appended after the speech (sentence or clause pause)
+    threads: int = 0  # intra-op threads of the session that made it (1 on a CPU lane)
 
     @property
     def phoneme_count(self) -> int:
@@ -74,6 +75,7 @@ class Chunk:
             "precision": self.precision,
             "voice": self.voice,
             "speed": self.speed,
+            "threads": self.threads,
         }
 
 

@@ -113,6 +113,7 @@ class LoadedSession:
     model_path: Path
     load_ms: float
     active_providers: list[str] = field(default_factory=list)
+    threads: int = 1
     # What this session's speed turned out to be, so chunk sizing learns per provider/precision.
     speed_model: SpeedModel = field(default_factory=SpeedModel)
 
@@ -140,16 +141,17 @@ def create_session(
 
 
 class SessionCache:
-    """Sessions keyed by (precision, provider, model file), created on first use."""
+    """Sessions keyed by (precision, provider, model file, threads), created on first use."""
 
     def __init__(self) -> None:
-        self._sessions: dict[tuple[str, str, str], LoadedSession] = {}
+        self._sessions: dict[tuple[str, str, str, int], LoadedSession] = {}
         self._lock = threading.Lock()
 
     def get(self, precision: str, provider: str, model: str | Path | None = None,
             threads: int | None = None) -> LoadedSession:
         path = Path(model) if model else assets.model_path(precision)
-        key = (precision, provider.lower(), str(path))
+        threads = threads or default_threads()
+        key = (precision, provider.lower(), str(path), threads)
         with self._lock:
             if key not in self._sessions:
                 start = time.perf_counter()
@@ -157,7 +159,8 @@ class SessionCache:
                 self._sessions[key] = LoadedSession(
                     session=session, precision=precision, provider=provider.lower(),
                     model_path=path, load_ms=(time.perf_counter() - start) * 1000,
-                    active_providers=active,
+                    active_providers=active, threads=threads,
+                    speed_model=SpeedModel(prior_scale=(default_threads() / threads) ** 0.5),
                 )
             return self._sessions[key]
 

@@ -11,7 +11,9 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -20,10 +22,10 @@ from kokoro_onnx.tokenizer import Tokenizer
 from kokoro_onnx.trim import trim as trim_silence
 
 from . import assets
-from .chunking import MAX_PHONEMES, ChunkPlanner, TextError, clean_text
+from .chunking import MAX_PHONEMES, ChunkPlanner, PlannedChunk, TextError, clean_text
 from .metrics import SAMPLE_RATE, Chunk, Result
 from .scheduling import Scheduler
-from .sessions import SESSIONS, LoadedSession, check_available
+from .sessions import SESSIONS, LoadedSession, check_available, default_threads
 from .voices import Voice, VoiceBank, VoiceError, parse
 
 SENTENCE_PAUSE_S = 0.25
@@ -64,11 +66,15 @@ class Synthesizer:
         model: str | Path | None = None,
         voices: str | Path | None = None,
         threads: int | None = None,
+        lanes: int | None = None,
         warm_up: bool = True,
     ):
         self.precision = precision
         self.provider = provider.lower()
-        self.threads = threads
+        self.threads = threads or default_threads()
+        self.lanes = lanes if lanes is not None else default_lanes(self.provider, self.threads)
+        if self.lanes < 1:
+            raise ValueError(f"lanes must be at least 1, got {self.lanes}")
         self._model = model
         check_available(self.provider)
         self.bank = VoiceBank(assets.voices_path(voices))
@@ -76,12 +82,23 @@ class Synthesizer:
         self._loaded = self._session(self.precision, self.provider)
         if warm_up:
             self.synthesize(WARMUP_TEXT)
+            lane = self._lane_session(self._loaded)
+            if lane is not None:
+                self._infer(lane, self.phonemize(WARMUP_TEXT, "en-us"), parse("af_heart"), 1.0)
 
     # -- configuration ---------------------------------------------------------------------
 
-    def _session(self, precision: str, provider: str) -> LoadedSession:
+    def _session(self, precision: str, provider: str, threads: int | None = None
+                 ) -> LoadedSession:
         model = self._model if precision == self.precision else None
-        return SESSIONS.get(precision, provider, model=model, threads=self.threads)
+        return SESSIONS.get(precision, provider, model=model, threads=threads or self.threads)
+
+    def _lane_session(self, loaded: LoadedSession) -> LoadedSession | None:
+        """The session lanes share (concurrent runs are safe in ONNX Runtime), or None."""
+        if self.lanes == 1 or loaded.provider != "cpu":
+            return None
+        return self._session(loaded.precision, loaded.provider,
+                             threads=max(1, self.threads // self.lanes))
 
     @property
     def active_providers(self) -> list[str]:
@@ -153,6 +170,11 @@ class Synthesizer:
     def close(self) -> None:
         """Drop this process's cached sessions (they are rebuilt on next use)."""
         SESSIONS.clear()
+
+
+def default_lanes(provider: str, threads: int) -> int:
+    """Two lanes on a multi-core CPU; one on accelerators, whose single stream is already wide."""
+    return 2 if provider == "cpu" and threads >= 2 else 1
 
 
 def _check_text(text: str) -> str:
@@ -282,36 +304,78 @@ class Stream:
             self._put(self._DONE)
 
     def _produce(self) -> None:
+        """Plan and synthesize chunks, in latency mode or lane mode (see :mod:`scheduling`).
+
+        Latency mode runs one chunk at a time on the all-cores session: the buffer is short, so
+        the next chunk must come as soon as possible. Once the buffer can cover a lane chunk,
+        lane mode keeps ``lanes`` chunks in flight on single-thread sessions, which on a CPU
+        makes more audio per second than one session using every core. Chunks are always
+        delivered in text order.
+        """
         synth = self.synth
         planner = ChunkPlanner(self.text, lambda t: synth.phonemize(t, self.lang))
         planner.first = self._first_chunk
         scheduler = Scheduler(self.loaded.speed_model)
+        lane = synth._lane_session(self.loaded)
+        in_flight: deque[tuple[PlannedChunk, Future]] = deque()
         index = 0
-        while not self._cancel.is_set():
-            planned = planner.next_chunk(scheduler.budget(time.perf_counter()))
-            if planned is None:
-                break
-            started = time.perf_counter()
-            raw = synth._infer(self.loaded, planned.phonemes, self.voice, self.speed,
-                               self._run_options)
-            audio, pause = finish_audio(raw, planned.boundary, self.speed)
-            finished = time.perf_counter()
-            self.loaded.speed_model.observe(len(planned.phonemes), finished - started,
-                                      len(raw) / SAMPLE_RATE, self.speed)
-            scheduler.chunk_ready(finished, len(audio) / SAMPLE_RATE)
-            chunk = Chunk(
-                index=index, text=planned.text, phonemes=planned.phonemes, audio=audio,
-                queued=self.queued, started=started, finished=finished,
-                provider=self.loaded.provider, precision=self.loaded.precision,
-                voice=self.voice.label, speed=self.speed, pause_ms=pause * 1000,
-            )
-            if self.on_chunk is not None:
-                self.on_chunk(chunk)
-            if not self._put(chunk):
-                return
-            index += 1
+        with ThreadPoolExecutor(max_workers=synth.lanes, thread_name_prefix="kokoro-lab-lane") \
+                as lanes:
+            while not self._cancel.is_set():
+                now = time.perf_counter()
+                if lane is not None:
+                    self._fill_lanes(planner, scheduler, lane, lanes, in_flight, now)
+                if in_flight:
+                    planned, future = in_flight.popleft()
+                    made = future.result()
+                else:
+                    planned = planner.next_chunk(scheduler.budget(now))
+                    if planned is None:
+                        break
+                    made = self._synthesize(planned, self.loaded)
+                if not self._deliver(index, planned, made, scheduler):
+                    return
+                index += 1
         if index == 0 and not self._cancel.is_set():
             raise TextError(f"nothing speakable in {_preview(self.text)}: it produced no phonemes")
+
+    def _fill_lanes(self, planner: ChunkPlanner, scheduler: Scheduler, lane: LoadedSession,
+                    lanes: ThreadPoolExecutor, in_flight: deque, now: float) -> None:
+        """Start chunks on free lanes while the buffer (with chunks in flight) can cover them."""
+        while len(in_flight) < self.synth.lanes and not planner.first:
+            pending_s = sum(lane.speed_model.predict_audio_s(len(p.phonemes), self.speed)
+                            for p, _ in in_flight)
+            budget = scheduler.lane_budget(now, pending_s, lane.speed_model)
+            if budget is None:
+                return  # too little buffered: stay in latency mode
+            planned = planner.next_chunk(budget)
+            if planned is None:
+                return
+            in_flight.append((planned, lanes.submit(self._synthesize, planned, lane)))
+
+    def _synthesize(self, planned: PlannedChunk, loaded: LoadedSession):
+        """Run one chunk on ``loaded``; returns (audio, pause, started, finished, loaded)."""
+        started = time.perf_counter()
+        raw = self.synth._infer(loaded, planned.phonemes, self.voice, self.speed,
+                                self._run_options)
+        audio, pause = finish_audio(raw, planned.boundary, self.speed)
+        finished = time.perf_counter()
+        loaded.speed_model.observe(len(planned.phonemes), finished - started,
+                                   len(audio) / SAMPLE_RATE, self.speed)
+        return audio, pause, started, finished, loaded
+
+    def _deliver(self, index: int, planned: PlannedChunk, made, scheduler: Scheduler) -> bool:
+        audio, pause, started, finished, loaded = made
+        scheduler.chunk_ready(time.perf_counter(), len(audio) / SAMPLE_RATE)
+        chunk = Chunk(
+            index=index, text=planned.text, phonemes=planned.phonemes, audio=audio,
+            queued=self.queued, started=started, finished=finished,
+            provider=loaded.provider, precision=loaded.precision, voice=self.voice.label,
+            speed=self.speed, pause_ms=pause * 1000, threads=loaded.threads,
+        )
+        if self.on_chunk is not None:
+            self.on_chunk(chunk)
+        return self._put(chunk)
 
 
 def finish_audio(raw: np.ndarray, boundary: str, speed: float) -> tuple[np.ndarray, float]:

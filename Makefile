@@ -4,25 +4,24 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.setup-stamp
 
-.PHONY: setup demo test test-fast lint bench assets clean
+STATIC := kokoro_lab/static/player.js
 
-setup: $(STAMP)
+.PHONY: setup demo test test-fast lint bench clean
+
+setup: $(STAMP) $(STATIC)
 
 # Re-run setup only when the dependency list changes; `make setup` is otherwise a no-op.
-$(STAMP): pyproject.toml Makefile $(wildcard extension/package*.json)
+$(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test]'
-	$(MAKE) --no-print-directory frontend
 	$(VENV)/bin/kokoro-lab assets --build
 	touch $(STAMP)
 
-# The browser player's source lives in extension/; the package serves the built copy.
-.PHONY: frontend
-frontend:
-	if [ -f extension/package.json ]; then \
-	  cd extension && npm ci --no-audit --no-fund --silent && npm run --silent build; \
-	fi
+# The browser player's source lives in extension/; the package serves the built copy, which is
+# rebuilt whenever the source changes and is never edited by hand.
+$(STATIC): extension/package.json extension/package-lock.json $(wildcard extension/src/*)
+	cd extension && npm ci --no-audit --no-fund --silent && npm run --silent build
 
 demo: setup
 	mkdir -p artifacts

@@ -231,7 +231,24 @@ def _voices_tarball() -> Path:
 # helpers
 
 
+_HASHES: dict[tuple[str, int, int, int], str] = {}
+
+
 def file_sha256(path: Path) -> str:
+    """sha256 of a file, remembered while its size, mtime and inode stay the same.
+
+    Every session lookup verifies its model file; re-reading 90–330 MB each time would add
+    up to a second to every ``%%speak``. Any rewrite, truncation or replacement of the file
+    changes its stat, so a damaged file is still caught.
+    """
+    stat = Path(path).stat()
+    key = (str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns, stat.st_ino)
+    if key not in _HASHES:
+        _HASHES[key] = _hash_file(path)
+    return _HASHES[key]
+
+
+def _hash_file(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as src:
         for block in iter(lambda: src.read(1 << 20), b""):

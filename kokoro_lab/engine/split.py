@@ -161,16 +161,11 @@ def write_model(model: onnx.ModelProto, target: Path) -> None:
 
 
 _lock = threading.RLock()  # reentrant: a derived graph may build the graph it derives from
-_sha_memo: dict[tuple[str, int, int], str] = {}
 
 
 def source_sha256(source: Path) -> str:
-    """sha256 of a model file, memoized per (path, size, mtime) so reopening is cheap."""
-    stat = source.stat()
-    key = (str(source.resolve()), stat.st_size, stat.st_mtime_ns)
-    if key not in _sha_memo:
-        _sha_memo[key] = assets.file_sha256(source)
-    return _sha_memo[key]
+    """sha256 of a model file (remembered by :func:`assets.file_sha256` while it is unchanged)."""
+    return assets.file_sha256(source)
 
 
 def _build(source: Path, front: Path, generator: Path) -> None:

@@ -8,9 +8,11 @@ flight). Closing the stream or calling :meth:`Stream.cancel` aborts the inferenc
 
 from __future__ import annotations
 
+import atexit
 import queue
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -188,6 +190,19 @@ def _check_text(text: str) -> str:
     return text
 
 
+# Streams whose worker may still be inside ONNX Runtime. A daemon thread killed mid-inference
+# at interpreter exit aborts the process ("terminate called without an active exception"),
+# so exit cancels them and waits briefly for the aborted runs to return.
+_LIVE_STREAMS: weakref.WeakSet[Stream] = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_live_streams() -> None:
+    for stream in list(_LIVE_STREAMS):
+        stream.cancel()
+        stream.join(timeout=5)
+
+
 class Stream:
     """An iterator of :class:`Chunk`, synthesized ahead on a worker thread."""
 
@@ -213,6 +228,7 @@ class Stream:
         self._first_chunk = first_chunk
         self.on_chunk: Callable[[Chunk], None] | None = None
         self._worker = threading.Thread(target=self._run, name="kokoro-lab-stream", daemon=True)
+        _LIVE_STREAMS.add(self)
         self._worker.start()
 
     # -- consumer side ----------------------------------------------------------------------

@@ -1,0 +1,213 @@
+"""``%%speak`` in an in-process IPython shell: options, interpolation, errors, lifecycle.
+
+Parsing and bad-input tests need no model (errors are raised before synthesis starts). The
+model tests share the session's warm synthesizer with the magics, so the suite loads the
+model once.
+"""
+
+from __future__ import annotations
+
+import _thread
+import threading
+import time
+
+import numpy as np
+import pytest
+from IPython.core.error import UsageError
+
+from kokoro_lab.engine.sessions import SESSIONS
+from kokoro_lab.notebook import SpeakMagics, SpeakResult, interpolate
+
+
+@pytest.fixture(scope="module")
+def ip():
+    from IPython.testing.globalipapp import start_ipython
+
+    shell = start_ipython()
+    shell.config.SpeakMagics.warm_on_load = False  # tests hand it the session's synthesizer
+    shell.run_line_magic("load_ext", "kokoro_lab")
+    yield shell
+    if "speak" in shell.magics_manager.magics["cell"]:
+        shell.run_line_magic("unload_ext", "kokoro_lab")
+
+
+@pytest.fixture
+def magics(ip) -> SpeakMagics:
+    return ip.magics_manager.registry["SpeakMagics"]
+
+
+@pytest.fixture
+def warm(magics, synth) -> SpeakMagics:
+    magics._synth = synth
+    yield magics
+    magics.stop("test over")
+    if magics.current is not None:
+        magics.current.wait(30)
+
+
+def run_error(ip, cell: str) -> BaseException | None:
+    result = ip.run_cell(cell)
+    return result.error_in_exec or result.error_before_exec
+
+
+# -- interpolation -------------------------------------------------------------------------------
+
+
+def test_interpolation_fills_known_names_and_keeps_unknown_ones():
+    text, missing = interpolate("Hi {name}, {count:.1f} items; {nobody} and {x.real}.",
+                                {"name": "Ada", "count": 2, "x": 3})
+    assert text == "Hi Ada, 2.0 items; {nobody} and 3."
+    assert missing == ["nobody"]
+
+
+def test_interpolation_escapes_and_broken_fields():
+    text, missing = interpolate("{{literal}} {items[5]} {}", {"items": [1]})
+    assert text == "{literal} {items[5]} {}"
+    assert missing == ["items[5]", ""]
+
+
+# -- options and help ---------------------------------------------------------------------------
+
+
+def test_help_lists_every_option(ip):
+    doc = ip.find_cell_magic("speak").__doc__
+    for option in ("--voice", "--speed", "--provider", "--precision", "--lang", "--output",
+                   "--wait", "--no-play", "--no-plot", "--raw"):
+        assert option in doc, option
+
+
+def test_every_config_trait_has_help_and_config_works(ip, magics):
+    traits = SpeakMagics.class_traits(config=True)
+    assert {"voice", "speed", "provider", "precision", "lang", "play", "plot"} <= set(traits)
+    assert all(trait.help for trait in traits.values())
+    ip.run_line_magic("config", 'SpeakMagics.voice = "bf_emma"')
+    try:
+        assert magics.voice == "bf_emma"
+    finally:
+        ip.run_line_magic("config", 'SpeakMagics.voice = "af_heart"')
+
+
+@pytest.mark.parametrize(("cell", "message"), [
+    ("%%speak\n   \n", "the cell is empty"),
+    ("%speak", "nothing to speak"),
+    ("%%speak --bogus\nHello", "unrecognized arguments: --bogus"),
+    ("%%speak -o 3x\nHello", "not a valid variable name"),
+    ("%%speak Hello there\nGeneral Kenobi", "takes its text from the cell body"),
+    ("%%speak -s fast\nHello", "invalid float value"),
+])
+def test_bad_input_is_a_usage_error_with_a_clear_message(ip, cell, message):
+    error = run_error(ip, cell)
+    assert isinstance(error, UsageError)
+    assert message in str(error)
+
+
+# -- the real model ------------------------------------------------------------------------------
+
+
+@pytest.mark.model
+def test_unknown_voice_and_speed_are_reported_before_anything_plays(ip, warm):
+    error = run_error(ip, "%%speak -v nobody_here\nHello.")
+    assert isinstance(error, UsageError) and "unknown voice 'nobody_here'" in str(error)
+    error = run_error(ip, "%%speak -s 9\nHello.")
+    assert isinstance(error, UsageError) and "speed" in str(error)
+    assert warm.current is None
+
+
+@pytest.mark.model
+def test_speak_wait_stores_a_complete_result(ip, warm, tmp_path, capsys):
+    ip.user_ns["who"] = "Ada"
+    ip.run_cell_magic("speak", "--wait --no-plot -o res", "Hello {who}. Bye {stranger}.")
+    assert "{stranger} not defined" in capsys.readouterr().err
+    res = ip.user_ns["res"]
+    assert isinstance(res, SpeakResult) and res.state == "complete"
+    assert res.text == "Hello Ada. Bye {stranger}."
+    assert res.sample_rate == 24000 and res.provider == "cpu" and res.precision == "int8"
+    assert len(res.chunks) >= 1 and res.duration_s > 0.5
+    records = res.records()
+    assert [r["index"] for r in records] == list(range(len(records)))
+    assert res.to_dataframe()["audio_ms"].sum() == pytest.approx(res.duration_s * 1000, abs=1)
+    saved = res.save(tmp_path / "res.wav")
+    assert saved.stat().st_size == 44 + 2 * len(res.audio)
+    page = res._repr_html_()
+    assert "<audio controls" in page and "per-chunk metrics" in page
+    # The player (no browser here) kept every chunk for the handshake: same audio.
+    np.testing.assert_array_equal(warm.current.player.audio, res.audio)
+
+
+@pytest.mark.model
+def test_the_chart_follows_the_stream(ip, warm):
+    ip.run_cell_magic("speak", "--wait -o charted", "Charts too.")
+    speech = warm.current
+    deadline = time.monotonic() + 30
+    while speech.chart is None and time.monotonic() < deadline:
+        time.sleep(0.1)  # no browser here: the chart is attached after its short deferral
+    chart = speech.chart
+    assert chart is not None
+    bars = chart.figure.data[0]
+    assert list(bars.x) == [c.index for c in ip.user_ns["charted"].chunks]
+    first = chart.first_audio_ms()
+    engine_first = ip.user_ns["charted"].timings["engine_first_audio_ms"]
+    assert first == pytest.approx(engine_first, abs=1.0)  # estimated = the engine's measure
+    assert "first audio" in chart.figure.layout.title.text
+
+
+@pytest.mark.model
+def test_raw_keeps_braces(ip, warm):
+    ip.user_ns["who"] = "Ada"
+    ip.run_line_magic("speak", "--raw --wait --no-play --no-plot -o raw Hi {who}.")
+    assert ip.user_ns["raw"].text == "Hi {who}."
+
+
+@pytest.mark.model
+def test_a_second_speak_stops_the_first(ip, warm):
+    long_text = " ".join(["The first utterance is long enough to still be speaking."] * 10)
+    ip.run_cell_magic("speak", "--no-plot -o first", long_text)
+    first = ip.user_ns["first"]
+    deadline = time.monotonic() + 60
+    while not first.chunks and time.monotonic() < deadline:
+        time.sleep(0.05)
+    ip.run_cell_magic("speak", "--no-plot --wait -o second", "Second.")
+    assert first.wait(10).state == "stopped" and "newer %%speak" in first.reason
+    assert ip.user_ns["second"].state == "complete"
+    assert first._speech.player.message.startswith("stopped by a newer")
+
+
+@pytest.mark.model
+def test_interrupt_during_wait_cancels_the_stream(ip, warm):
+    long_text = " ".join(["An interrupted sentence that would otherwise go on."] * 10)
+    interrupted = threading.Event()
+
+    def interrupt_after_first_chunk():
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            res = ip.user_ns.get("cut")
+            if res is not None and res.chunks:
+                _thread.interrupt_main()  # what a kernel interrupt does to a busy cell
+                interrupted.set()
+                return
+            time.sleep(0.02)
+
+    ip.user_ns.pop("cut", None)
+    threading.Thread(target=interrupt_after_first_chunk, daemon=True).start()
+    result = ip.run_cell(f"%%speak --wait --no-plot -o cut\n{long_text}")
+    assert interrupted.is_set()
+    assert isinstance(result.error_in_exec, KeyboardInterrupt)
+    cut = ip.user_ns["cut"]
+    assert cut.wait(10).state == "stopped" and cut.reason == "interrupted"
+    assert not cut._speech.running
+
+
+@pytest.mark.model
+def test_unload_stops_streams_and_frees_sessions(ip, warm):
+    ip.run_cell_magic("speak", "--no-plot -o last", "One more sentence to cut short. " * 5)
+    speech = warm.current
+    ip.run_line_magic("unload_ext", "kokoro_lab")
+    try:
+        assert not speech.running and speech.result.cancelled
+        assert len(SESSIONS) == 0
+        assert "speak" not in ip.magics_manager.magics["cell"]
+        assert warm not in ip.configurables
+        names = [t.name for t in threading.enumerate()]
+        assert not [n for n in names if n.startswith(("kokoro-lab-speech", "kokoro-lab-stream"))]
+    finally:
+        ip.run_line_magic("load_ext", "kokoro_lab")

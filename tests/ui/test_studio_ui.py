@@ -1,0 +1,159 @@
+"""The Studio in JupyterLab in Chromium: it renders, speaks from its own controls, and reports
+bad values in the panel.
+
+The page is driven as a user would: pick a voice in the panel's drop-down, press its Speak
+button, type a bad blend in the spec box. What played is read back from the player's registry
+(``window.__kokoroLab``), and what the engine made from the kernel (a cell printing the result).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+
+from kokoro_lab.notebook.studio import voice_label
+
+GAPLESS_S = 0.002
+TEXT = "Hello there. Nice to meet you."
+
+# The Studio panel's player in a cell: what the browser scheduled for the current stream.
+READ_STUDIO = """(index) => {
+  const cell = document.querySelectorAll('.jp-Notebook .jp-Cell')[index];
+  const studio = cell && cell.querySelector('.kokoro-studio');
+  if (!studio) return null;
+  const root = studio.querySelector('.kokoro-player');
+  const lab = window.__kokoroLab;
+  const e = root && lab && lab.players[root.dataset.playerId];
+  const stream = e ? e.streams.get(e.current) : null;
+  const select = studio.querySelector('.kl-studio-voice select');
+  return {
+    voices: select ? select.options.length : 0,
+    providers: Array.from(studio.querySelectorAll('.kl-studio-provider option'))
+      .map((o) => o.textContent),
+    notes: (studio.querySelector('.kl-studio-notes') || {}).textContent || '',
+    status: (studio.querySelector('.kl-studio-status') || {}).textContent || '',
+    error: (studio.querySelector('.kl-studio-error') || {}).textContent || '',
+    chart: !!studio.querySelector('.js-plotly-plot'),
+    phase: root ? root.dataset.phase : null,
+    log: e ? e.log.filter((r) => r.stream === e.current) : [],
+    endInfo: stream ? stream.endInfo : null,
+    errors: e ? e.errors : [],
+  };
+}"""
+
+
+def cell(page, index: int):
+    return page.locator(".jp-Notebook .jp-Cell").nth(index)
+
+
+def run(page, index: int, timeout_s: float = 240) -> None:
+    """Shift+Enter in a cell (retried once if JupyterLab had not taken the key), then wait for
+    its execution count."""
+    prompt = cell(page, index).locator(".jp-InputPrompt")
+    for _ in range(2):
+        cell(page, index).locator(".cm-content").click()
+        page.keyboard.press("Shift+Enter")
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and not re.search(r"\[(\*|\d+)\]",
+                                                             prompt.inner_text()):
+            time.sleep(0.1)
+        if re.search(r"\[(\*|\d+)\]", prompt.inner_text()):
+            break
+    deadline = time.monotonic() + timeout_s
+    while not re.search(r"\[\d+\]", prompt.inner_text()):
+        assert time.monotonic() < deadline, f"cell {index} did not finish"
+        time.sleep(0.25)
+
+
+def poll(page, index: int, until, timeout_s: float) -> dict:
+    deadline = time.monotonic() + timeout_s
+    state = None
+    while time.monotonic() < deadline:
+        state = page.evaluate(READ_STUDIO, index)
+        if state and until(state):
+            return state
+        time.sleep(0.25)
+    raise AssertionError(f"the studio in cell {index} never reached the expected state: {state}")
+
+
+def test_studio_renders_and_speaks_in_chromium(lab, launch, artifacts):
+    url = lab.notebook("studio.ipynb", [
+        "%load_ext kokoro_lab",
+        "%speak --wait --no-play --no-plot Warm up.",
+        f"%speak_studio -o st {TEXT}",
+        "import json; print(json.dumps([[c.index, c.voice, c.speed, c.text, c.ready_ms, "
+        "c.audio_ms] for c in st.result.chunks]), st.result.state)",
+        "import json; from kokoro_lab.engine.sessions import available_providers; "
+        "print(json.dumps(available_providers()))",
+    ])
+    browser = launch(autoplay=True)
+    try:
+        page = browser.new_page(viewport={"width": 1280, "height": 1800})
+        page.goto(url, timeout=120_000)
+        page.wait_for_selector(".jp-Notebook .jp-Cell .cm-content", timeout=120_000)
+        page.get_by_text(re.compile(r"\| Idle")).first.wait_for(timeout=120_000)
+        run(page, 0)
+        run(page, 1)  # the model is loaded and warm before the panel speaks
+        run(page, 2)
+        state = poll(page, 2, lambda s: s["voices"] and s["phase"] is not None, 60)
+        assert state["voices"] == 54, state  # every stock voice, grouped, in the picker
+        run(page, 4)
+        providers = json.loads(cell(page, 4).locator(".jp-OutputArea-output").inner_text())
+        assert state["providers"] == providers  # only what this machine can run
+        if "cuda" not in providers:
+            assert "cuda" in state["notes"]  # … and why the others are missing
+        assert state["chart"]
+
+        studio = cell(page, 2).locator(".kokoro-studio")
+        # ipywidgets' <select> options carry the labels (grouped names), not the values.
+        studio.locator(".kl-studio-voice select").select_option(label=voice_label("bf_emma"))
+        studio.locator(".kl-studio-speak").click()
+        state = poll(page, 2, lambda s: s["phase"] == "done" and "complete" in s["status"], 240)
+        log, end = state["log"], state["endInfo"]
+        assert not state["errors"], state["errors"]
+        assert len(log) >= 2 and end["chunks"] == len(log) and not end["cancelled"], state
+        assert [r["seq"] for r in log] == list(range(len(log)))
+        cell(page, 2).locator(".jp-Cell-outputWrapper").screenshot(
+            path=str(artifacts / "studio-cell.png"))
+
+        # What the kernel made from the panel's state: the voice picked in the browser.
+        run(page, 3)
+        printed = cell(page, 3).locator(".jp-OutputArea-output").inner_text().strip()
+        rows, result_state = printed.rsplit(" ", 1)
+        chunks = json.loads(rows)
+        assert result_state == "complete" and len(chunks) == len(log)
+        assert all(voice == "bf_emma" and speed == 1.0 for _, voice, speed, *_ in chunks)
+        assert " ".join(chunk[3] for chunk in chunks).split() == TEXT.split()
+        # Gapless: each chunk starts where the previous one ended, unless the engine itself
+        # was late with it (slower than real time on a busy CPU): the browser's only
+        # underruns are chunks whose synthesis ended after the simulated player ran dry.
+        clock = None
+        for (previous, current), (*_, ready_ms, audio_ms) in zip(
+                zip(log, log[1:], strict=False), chunks[1:], strict=True):
+            clock = chunks[0][4] + chunks[0][5] if clock is None else clock
+            if current["underrun"]:
+                assert ready_ms > clock - 300, (current, ready_ms, clock)
+            else:
+                assert abs(current["start"] - (previous["start"] + previous["duration"])) \
+                    <= GAPLESS_S
+            clock = max(clock, ready_ms) + audio_ms
+        print(f"studio: {len(log)} chunks, browser underruns "
+              f"{sum(r['underrun'] for r in log)}, engine ready_ms "
+              f"{[round(c[4]) for c in chunks]}, audio_ms {[round(c[5]) for c in chunks]}")
+
+        # A bad blend typed in the spec box: a message in the panel, nothing raised.
+        spec = studio.locator(".kl-studio-spec input")
+        spec.fill("af_heart:0,bf_emma:0")
+        spec.press("Enter")
+        state = poll(page, 2, lambda s: "sum to a positive number" in s["error"], 30)
+        spec.fill("af_hart")
+        spec.press("Enter")
+        state = poll(page, 2, lambda s: "unknown voice 'af_hart'" in s["error"], 30)
+        assert "did you mean af_heart" in state["error"]
+        assert not cell(page, 2).locator(".jp-RenderedText[data-mime-type="
+                                         "'application/vnd.jupyter.stderr']").count()
+        cell(page, 2).locator(".jp-Cell-outputWrapper").screenshot(
+            path=str(artifacts / "studio-bad-value.png"))
+    finally:
+        browser.close()

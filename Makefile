@@ -6,7 +6,7 @@ STAMP := $(VENV)/.setup-stamp
 
 STATIC := kokoro_lab/static/player.js
 
-.PHONY: setup demo test test-fast lint bench clean
+.PHONY: setup demo test test-fast lint bench docs clean
 
 setup: $(STAMP) $(STATIC)
 
@@ -14,7 +14,7 @@ setup: $(STAMP) $(STATIC)
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -e '.[test,docs]'
 	$(VENV)/bin/kokoro-lab assets --build
 	touch $(STAMP)
 
@@ -40,5 +40,10 @@ lint: setup
 bench: setup
 	$(VENV)/bin/kokoro-lab bench --out benchmarks/results
 
+# The site, with the notebooks executed headless first and rendered with their outputs.
+docs: setup
+	$(PY) docs/execute_notebooks.py
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict
+
 clean:
-	rm -rf $(VENV) kokoro_lab/static extension/node_modules artifacts
+	rm -rf $(VENV) kokoro_lab/static extension/node_modules artifacts site build/docs-notebooks

@@ -16,3 +16,15 @@ def fake_phonemize(text: str) -> str:
     """A stand-in for espeak in fast planner tests: letters and punctuation, one per phoneme."""
     kept = "".join(ch for ch in text.lower() if ch.isalpha() or ch in " ,.!?;:—–")
     return " ".join(kept.split())
+
+
+def testing_shell():
+    """IPython's test shell, shared by every test module in the process.
+
+    ``start_ipython`` returns the shell only on its first call in a process (later calls return
+    None), so later callers fall back to the running instance.
+    """
+    from IPython import get_ipython
+    from IPython.testing.globalipapp import start_ipython
+
+    return start_ipython() or get_ipython()

@@ -17,13 +17,12 @@ from IPython.core.error import UsageError
 
 from kokoro_lab.engine.sessions import SESSIONS
 from kokoro_lab.notebook import SpeakMagics, SpeakResult, interpolate
+from tests.conftest import testing_shell
 
 
 @pytest.fixture(scope="module")
 def ip():
-    from IPython.testing.globalipapp import start_ipython
-
-    shell = start_ipython()
+    shell = testing_shell()
     shell.config.SpeakMagics.warm_on_load = False  # tests hand it the session's synthesizer
     shell.run_line_magic("load_ext", "kokoro_lab")
     yield shell

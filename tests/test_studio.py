@@ -38,6 +38,7 @@ from kokoro_lab.notebook.studio import (
     stock_voices,
     voice_options,
 )
+from tests.conftest import testing_shell
 
 
 @pytest.fixture(scope="module")
@@ -428,9 +429,7 @@ def test_clicking_the_map_speaks_that_voice(synth):
 
 @pytest.fixture(scope="module")
 def ip():
-    from IPython.testing.globalipapp import start_ipython
-
-    shell = start_ipython()
+    shell = testing_shell()
     shell.config.SpeakMagics.warm_on_load = False
     shell.run_line_magic("load_ext", "kokoro_lab")
     yield shell

@@ -24,7 +24,7 @@ def testing_shell():
     ``start_ipython`` returns the shell only on its first call in a process (later calls return
     None), so later callers fall back to the running instance.
     """
-    from IPython import get_ipython
-    from IPython.testing.globalipapp import start_ipython
+    from IPython.testing import globalipapp
 
-    return start_ipython() or get_ipython()
+    # After its first call, globalipapp rebinds its module-level get_ipython to the shell's.
+    return globalipapp.start_ipython() or globalipapp.get_ipython()

@@ -413,9 +413,11 @@ def renderings(fp32_path, fp16_path):
     from kokoro_lab import Synthesizer
 
     synth = Synthesizer(precision="int8", warm_up=False)
-    spoken = {p: [synth.stream(s, voice="af_heart", precision=p).result() for s in SENTENCES]
+    # Fixed chunk plans, so every precision speaks exactly the same chunks.
+    spoken = {p: [synth.stream(s, voice="af_heart", precision=p, adaptive=False).result()
+                  for s in SENTENCES]
               for p in ("int8", "fp32", "fp16")}
-    spoken["other voice"] = [synth.stream(TEXT, voice="am_adam").result()]
+    spoken["other voice"] = [synth.stream(TEXT, voice="am_adam", adaptive=False).result()]
     return spoken
 
 

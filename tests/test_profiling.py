@@ -17,6 +17,7 @@ from kokoro_lab.engine.sessions import ProviderUnavailable
 from kokoro_lab.profiling import plots, runlog
 from kokoro_lab.profiling.audit import PlacementReport, audit, fallback_warning, parse_profile
 from kokoro_lab.profiling.runner import Cell, Measurement, ProfileReport, profile
+from tests.conftest import testing_shell
 
 TEXT = "Hello there, world."
 
@@ -335,22 +336,26 @@ def test_cli_rejects_unknown_provider(capsys):
 @pytest.mark.model
 def test_speak_profile_magic_shows_figures(monkeypatch):
     import plotly.io as pio
-    from IPython.core.interactiveshell import InteractiveShell
 
     # a notebook kernel sets this itself; a bare shell has no renderer
     monkeypatch.setattr(pio.renderers, "default", "plotly_mimetype")
 
     from kokoro_lab.notebook.profile_magic import ProfileMagics
 
-    shell = InteractiveShell.instance()
+    shell = testing_shell()
     shell.register_magics(ProfileMagics(shell=shell))
     shown = []
-    shell.display_pub.publish = lambda data, **kw: shown.append(data)
+    monkeypatch.setattr(shell.display_pub, "publish", lambda data, **kw: shown.append(data))
+    # a terminal shell shows text/plain only; a notebook front end accepts every type
+    monkeypatch.setattr(shell.display_formatter, "active_types",
+                        shell.display_formatter.format_types)
     shell.run_line_magic("speak_profile", "-p cpu -P int8 -r 1 --no-log Hello.")
     report = shell.user_ns["_speak_profile"]
     assert [c.key for c in report.cells] == ["cpu/int8"] and report.batch is None
-    assert "| cpu | int8 |" in shown[0]["text/markdown"]  # the table first, then figures
-    assert sum("application/vnd.plotly.v1+json" in d for d in shown) == 3
+    kinds = ["table" if "text/markdown" in d else "figure"
+             for d in shown if "text/markdown" in d or "application/vnd.plotly.v1+json" in d]
+    assert kinds == ["table", "figure", "figure", "figure"]  # the table first, then figures
+    assert "| cpu | int8 |" in next(d["text/markdown"] for d in shown if "text/markdown" in d)
     from IPython.core.error import UsageError
 
     with pytest.raises(UsageError, match="repeats"):

@@ -73,3 +73,10 @@ def test_lanes_run_at_the_cap_when_the_machine_cannot_keep_up():
     scheduler = Scheduler(slow)
     assert not slow.keeps_up()
     assert scheduler.lane_budget(0.0, pending_s=0.0, lane=slow) == EFFICIENT_CAP
+
+
+def test_fixed_plans_ignore_measured_speed():
+    scheduler = Scheduler(SpeedModel(), adaptive=False)
+    assert scheduler.budget(now=0.0) == EFFICIENT_CAP
+    scheduler.chunk_ready(now=0.0, audio_s=0.5)
+    assert scheduler.budget(now=10.0) == EFFICIENT_CAP

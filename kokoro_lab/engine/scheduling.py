@@ -85,9 +85,10 @@ class SpeedModel:
 class Scheduler:
     """Tracks the playback buffer of one stream and sizes its next chunk."""
 
-    def __init__(self, model: SpeedModel, cap: int = EFFICIENT_CAP):
+    def __init__(self, model: SpeedModel, cap: int = EFFICIENT_CAP, adaptive: bool = True):
         self.model = model
         self.cap = cap
+        self.adaptive = adaptive  # False: every chunk gets the cap, whatever was measured
         self.playback_start: float | None = None
         self.audio_made_s = 0.0
 
@@ -109,6 +110,8 @@ class Scheduler:
         then any chunk stalls playback, and only one at least break-even size stops the stalls
         from repeating for ever, so that is what is asked for.
         """
+        if not self.adaptive:
+            return self.cap
         allowed = self.buffered_s(now) * SAFETY - self.model.fixed_s
         affordable = int(allowed / self.model.per_phoneme_s) if allowed > 0 else 0
         wanted = max(affordable, self.model.break_even(self.cap))

@@ -149,20 +149,22 @@ class Synthesizer:
         *,
         precision: str | None = None,
         provider: str | None = None,
-        first_chunk: bool = True,
+        adaptive: bool = True,
     ) -> Stream:
         """Start synthesizing ``text``; iterate the result for :class:`Chunk` objects.
 
         Everything is validated before the worker starts, so bad input raises here.
         ``precision``/``provider`` override the synthesizer's for this call (sessions are
-        cached per pair). ``first_chunk=False`` disables the small first chunk.
+        cached per pair). ``adaptive=False`` plans fixed chunks instead (no small first chunk,
+        every chunk filled to the efficiency cap, no lanes): the same text then always gives the
+        same chunks, whatever the machine's speed, which comparisons of precisions need.
         """
         text = _check_text(text)
         resolved = self.resolve_voice(voice)
         speed = check_speed(speed)
         loaded = self._session(precision or self.precision, (provider or self.provider).lower())
         language = lang or resolved.lang
-        return Stream(self, loaded, text, resolved, speed, language, first_chunk)
+        return Stream(self, loaded, text, resolved, speed, language, adaptive)
 
     def synthesize(self, text: str, voice: str | Voice = "af_heart", speed: float = 1.0,
                    lang: str | None = None, **options) -> Result:
@@ -209,7 +211,7 @@ class Stream:
     _DONE = object()
 
     def __init__(self, synth: Synthesizer, loaded: LoadedSession, text: str, voice: Voice,
-                 speed: float, lang: str, first_chunk: bool):
+                 speed: float, lang: str, adaptive: bool):
         self.synth = synth
         self.loaded = loaded
         self.text = text
@@ -225,7 +227,7 @@ class Stream:
         # not leave a doomed chunk competing for the CPU with whatever the user starts next.
         self._run_options = ort.RunOptions()
         self._finished = False
-        self._first_chunk = first_chunk
+        self.adaptive = adaptive
         self.on_chunk: Callable[[Chunk], None] | None = None
         self._worker = threading.Thread(target=self._run, name="kokoro-lab-stream", daemon=True)
         _LIVE_STREAMS.add(self)
@@ -330,9 +332,9 @@ class Stream:
         """
         synth = self.synth
         planner = ChunkPlanner(self.text, lambda t: synth.phonemize(t, self.lang))
-        planner.first = self._first_chunk
-        scheduler = Scheduler(self.loaded.speed_model)
-        lane = synth._lane_session(self.loaded)
+        planner.first = self.adaptive
+        scheduler = Scheduler(self.loaded.speed_model, adaptive=self.adaptive)
+        lane = synth._lane_session(self.loaded) if self.adaptive else None
         in_flight: deque[tuple[PlannedChunk, Future]] = deque()
         index = 0
         with ThreadPoolExecutor(max_workers=synth.lanes, thread_name_prefix="kokoro-lab-lane") \

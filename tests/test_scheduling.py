@@ -80,3 +80,17 @@ def test_fixed_plans_ignore_measured_speed():
     assert scheduler.budget(now=0.0) == EFFICIENT_CAP
     scheduler.chunk_ready(now=0.0, audio_s=0.5)
     assert scheduler.budget(now=10.0) == EFFICIENT_CAP
+
+
+def test_a_long_text_jumps_to_a_larger_chunk_when_a_stall_is_unavoidable():
+    from kokoro_lab.engine.scheduling import JUMP, LONG_TEXT_CHARS
+
+    model = SpeedModel()
+    for phonemes in (20, 60, 120, 200):
+        model.observe(phonemes, 0.8 + 0.03 * phonemes, 0.06 * phonemes, speed=1.0)
+    scheduler = Scheduler(model)
+    scheduler.chunk_ready(now=0.0, audio_s=1.0)  # too little buffered to grow without a stall
+    break_even = model.break_even(EFFICIENT_CAP)
+    assert scheduler.budget(now=0.0, remaining_chars=100) == max(MIN_BUDGET, break_even)
+    jump = scheduler.budget(now=0.0, remaining_chars=LONG_TEXT_CHARS + 1)
+    assert jump == min(EFFICIENT_CAP, JUMP * break_even)

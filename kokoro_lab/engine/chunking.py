@@ -168,6 +168,7 @@ class ChunkPlanner:
         self._atoms = atoms(text, phonemize)
         self._pending: list[Atom] = []
         self.first = True
+        self.planned_chars = 0  # characters of text handed out in chunks so far
 
     def _next_atom(self) -> Atom | None:
         if self._pending:
@@ -191,6 +192,7 @@ class ChunkPlanner:
                 if head.phonemes:
                     atom = head
                     self._push_back(rest)
+            self.planned_chars += len(atom.text) + 1
             return PlannedChunk(atom.text, atom.phonemes, atom.boundary)
         if len(atom.phonemes) > budget and atom.words > 1:
             words = max(1, int(atom.words * budget / len(atom.phonemes)))
@@ -210,6 +212,7 @@ class ChunkPlanner:
                 break
             parts.append(following)
             size += 1 + len(following.phonemes)
+        self.planned_chars += sum(len(p.text) + 1 for p in parts)
         return PlannedChunk(
             " ".join(p.text for p in parts),
             " ".join(p.phonemes for p in parts),

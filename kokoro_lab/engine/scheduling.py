@@ -25,6 +25,8 @@ MIN_BUDGET = 24  # phonemes: a few words, so a starved buffer still makes progre
 LANE_MIN_PHONEMES = 40  # a lane chunk smaller than this is not worth leaving latency mode
 SAFETY = 0.8  # use this fraction of the buffered audio as the synthesis time allowed
 GROWTH_MARGIN = 0.1  # a chunk "grows the buffer" if its audio outlasts its synthesis by 10 %
+JUMP = 3  # when a stall is unavoidable on a long text, ask for this many break-even chunks
+LONG_TEXT_CHARS = 600  # ~40 s of speech: enough text left for one longer stall to pay off
 
 
 class SpeedModel:
@@ -102,20 +104,25 @@ class Scheduler:
             return 0.0
         return max(0.0, self.audio_made_s - (now - self.playback_start))
 
-    def budget(self, now: float) -> int:
+    def budget(self, now: float, remaining_chars: int = 0) -> int:
         """Phonemes for the next chunk on the all-cores session.
 
         The largest chunk whose predicted synthesis fits the buffered audio — unless that is
         smaller than the break-even chunk (the smallest that makes more audio than it costs):
-        then any chunk stalls playback, and only one at least break-even size stops the stalls
-        from repeating for ever, so that is what is asked for.
+        then some stall is unavoidable. On a short remaining text the break-even chunk keeps
+        each stall short. On a long one (``remaining_chars``) a chunk of :data:`JUMP`
+        break-even sizes takes one longer stall but builds a buffer that ends the stalls, and
+        lets the parallel lanes take over; many break-even chunks would stall a little every
+        time, for the whole text.
         """
         if not self.adaptive:
             return self.cap
         allowed = self.buffered_s(now) * SAFETY - self.model.fixed_s
         affordable = int(allowed / self.model.per_phoneme_s) if allowed > 0 else 0
-        wanted = max(affordable, self.model.break_even(self.cap))
-        return max(MIN_BUDGET, min(self.cap, wanted))
+        break_even = self.model.break_even(self.cap)
+        if affordable < break_even and remaining_chars > LONG_TEXT_CHARS:
+            break_even *= JUMP
+        return max(MIN_BUDGET, min(self.cap, max(affordable, break_even)))
 
     def lane_budget(self, now: float, pending_s: float, lane: SpeedModel) -> int | None:
         """Phonemes for a chunk started now on a lane, or None to stay in latency mode.

@@ -347,7 +347,8 @@ class Stream:
                     planned, future = in_flight.popleft()
                     made = future.result()
                 else:
-                    planned = planner.next_chunk(scheduler.budget(now))
+                    remaining = len(self.text) - planner.planned_chars
+                    planned = planner.next_chunk(scheduler.budget(now, remaining))
                     if planned is None:
                         break
                     made = self._synthesize(planned, self.loaded)

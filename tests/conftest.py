@@ -18,7 +18,7 @@ def fake_phonemize(text: str) -> str:
     return " ".join(kept.split())
 
 
-def testing_shell():
+def ipython_shell():
     """IPython's test shell, shared by every test module in the process.
 
     ``start_ipython`` returns the shell only on its first call in a process (later calls return

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import testing_shell
+from tests.conftest import ipython_shell
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -135,7 +135,7 @@ class PageRunner:
 
 @pytest.fixture(scope="module")
 def runner(tmp_path_factory):
-    shell = testing_shell()
+    shell = ipython_shell()
     workdir = tmp_path_factory.mktemp("docs-run")
     saved_cwd, saved_data = Path.cwd(), os.environ.get("KOKORO_LAB_DATA")
     os.chdir(workdir)
@@ -231,7 +231,7 @@ def test_magic_reference_lists_every_registered_magic_and_option() -> None:
     """The generator finds exactly what ``%load_ext kokoro_lab`` registers, with all options."""
     generator = _load_generator()
     reference = generator.markdown()
-    shell = testing_shell()
+    shell = ipython_shell()
     loaded_before = "speak" in shell.magics_manager.magics["cell"]
     warm_setting = shell.config.SpeakMagics.get("warm_on_load")
     shell.config.SpeakMagics.warm_on_load = False  # listing the magics needs no model

@@ -17,12 +17,12 @@ from IPython.core.error import UsageError
 
 from kokoro_lab.engine.sessions import SESSIONS
 from kokoro_lab.notebook import SpeakMagics, SpeakResult, interpolate
-from tests.conftest import testing_shell
+from tests.conftest import ipython_shell
 
 
 @pytest.fixture(scope="module")
 def ip():
-    shell = testing_shell()
+    shell = ipython_shell()
     shell.config.SpeakMagics.warm_on_load = False  # tests hand it the session's synthesizer
     shell.run_line_magic("load_ext", "kokoro_lab")
     yield shell

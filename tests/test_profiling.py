@@ -17,7 +17,7 @@ from kokoro_lab.engine.sessions import ProviderUnavailable
 from kokoro_lab.profiling import plots, runlog
 from kokoro_lab.profiling.audit import PlacementReport, audit, fallback_warning, parse_profile
 from kokoro_lab.profiling.runner import Cell, Measurement, ProfileReport, profile
-from tests.conftest import testing_shell
+from tests.conftest import ipython_shell
 
 TEXT = "Hello there, world."
 
@@ -342,7 +342,7 @@ def test_speak_profile_magic_shows_figures(monkeypatch):
 
     from kokoro_lab.notebook.profile_magic import ProfileMagics
 
-    shell = testing_shell()
+    shell = ipython_shell()
     shell.register_magics(ProfileMagics(shell=shell))
     shown = []
     monkeypatch.setattr(shell.display_pub, "publish", lambda data, **kw: shown.append(data))

@@ -38,7 +38,7 @@ from kokoro_lab.notebook.studio import (
     stock_voices,
     voice_options,
 )
-from tests.conftest import testing_shell
+from tests.conftest import ipython_shell
 
 
 @pytest.fixture(scope="module")
@@ -429,7 +429,7 @@ def test_clicking_the_map_speaks_that_voice(synth):
 
 @pytest.fixture(scope="module")
 def ip():
-    shell = testing_shell()
+    shell = ipython_shell()
     shell.config.SpeakMagics.warm_on_load = False
     shell.run_line_magic("load_ext", "kokoro_lab")
     yield shell

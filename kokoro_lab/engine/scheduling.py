@@ -27,6 +27,7 @@ SAFETY = 0.8  # use this fraction of the buffered audio as the synthesis time al
 GROWTH_MARGIN = 0.1  # a chunk "grows the buffer" if its audio outlasts its synthesis by 10 %
 JUMP = 3  # when a stall is unavoidable on a long text, ask for this many break-even chunks
 LONG_TEXT_CHARS = 600  # ~40 s of speech: enough text left for one longer stall to pay off
+MAX_JUMP_STALL_S = 1.5  # the longest stall such a jump may cost
 
 
 class SpeedModel:
@@ -110,10 +111,10 @@ class Scheduler:
         The largest chunk whose predicted synthesis fits the buffered audio — unless that is
         smaller than the break-even chunk (the smallest that makes more audio than it costs):
         then some stall is unavoidable. On a short remaining text the break-even chunk keeps
-        each stall short. On a long one (``remaining_chars``) a chunk of :data:`JUMP`
-        break-even sizes takes one longer stall but builds a buffer that ends the stalls, and
-        lets the parallel lanes take over; many break-even chunks would stall a little every
-        time, for the whole text.
+        each stall short. On a long one (``remaining_chars``) a chunk of up to :data:`JUMP`
+        break-even sizes takes one longer stall (at most :data:`MAX_JUMP_STALL_S`) but builds
+        a buffer that ends the stalls and lets the parallel lanes take over; many break-even
+        chunks would stall a little every time, for the whole text.
         """
         if not self.adaptive:
             return self.cap
@@ -121,7 +122,9 @@ class Scheduler:
         affordable = int(allowed / self.model.per_phoneme_s) if allowed > 0 else 0
         break_even = self.model.break_even(self.cap)
         if affordable < break_even and remaining_chars > LONG_TEXT_CHARS:
-            break_even *= JUMP
+            stall_bound = self.buffered_s(now) + MAX_JUMP_STALL_S - self.model.fixed_s
+            jump = min(JUMP * break_even, int(stall_bound / self.model.per_phoneme_s))
+            break_even = max(break_even, jump)
         return max(MIN_BUDGET, min(self.cap, max(affordable, break_even)))
 
     def lane_budget(self, now: float, pending_s: float, lane: SpeedModel) -> int | None:

@@ -7,12 +7,10 @@ clock when the chunk arrived and when it was scheduled).
 
 from __future__ import annotations
 
-import re
 import time
 import warnings
-from pathlib import Path
 
-ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts" / "ui"
+from tests.ui.jupyter_page import cell, focus, open_notebook, poll, run
 
 # Three sentences, long enough together (~480 phonemes) that the engine needs at least three
 # chunks however fast the machine is (its chunks stop growing at EFFICIENT_CAP phonemes).
@@ -81,67 +79,6 @@ def describe(log: list[dict], started: float) -> str:
     return "\n".join(lines)
 
 
-def open_notebook(browser, url: str, init_script: str | None = None):
-    page = browser.new_page(viewport={"width": 1280, "height": 1600})
-    if init_script:
-        page.add_init_script(init_script)
-    page.goto(url, timeout=120_000)
-    page.wait_for_selector(".jp-Notebook .jp-Cell .cm-content", timeout=120_000)
-    # The kernel is up when the status bar says so.
-    page.get_by_text(re.compile(r"\| Idle")).first.wait_for(timeout=120_000)
-    return page
-
-
-def cell(page, index: int):
-    return page.locator(".jp-Notebook .jp-Cell").nth(index)
-
-
-def focus(page, index: int) -> None:
-    cell(page, index).locator(".cm-content").click()
-
-
-def wait_done(page, index: int, timeout_s: float = 240) -> None:
-    """Until the cell's prompt shows an execution count (``[*]`` means running)."""
-    prompt = cell(page, index).locator(".jp-InputPrompt")
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if re.search(r"\[\d+\]", prompt.inner_text()):
-            return
-        time.sleep(0.25)
-    page.screenshot(path=str(ARTIFACTS / f"failed-cell-{index}.png"))
-    raise AssertionError(f"cell {index} did not finish: {prompt.inner_text()!r} "
-                         f"(screenshot in {ARTIFACTS})")
-
-
-def press_run(page, index: int) -> None:
-    """Shift+Enter in a cell, retried once if JupyterLab had not taken the key yet."""
-    prompt = cell(page, index).locator(".jp-InputPrompt")
-    for _ in range(2):
-        focus(page, index)
-        page.keyboard.press("Shift+Enter")
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            if re.search(r"\[(\*|\d+)\]", prompt.inner_text()):
-                return
-            time.sleep(0.1)
-
-
-def run(page, index: int, timeout_s: float = 240) -> None:
-    press_run(page, index)
-    wait_done(page, index, timeout_s)
-
-
-def poll(page, index: int, until, timeout_s: float):
-    deadline = time.monotonic() + timeout_s
-    state = None
-    while time.monotonic() < deadline:
-        state = page.evaluate(READ_PLAYER, index)
-        if state and until(state):
-            return state
-        time.sleep(0.2)
-    raise AssertionError(f"player in cell {index} never reached the expected state: {state}")
-
-
 def test_speak_streams_gaplessly_in_chromium(lab, launch, artifacts):
     url = lab.notebook("speak.ipynb", [
         "%load_ext kokoro_lab",
@@ -158,7 +95,7 @@ def test_speak_streams_gaplessly_in_chromium(lab, launch, artifacts):
         focus(page, 2)
         started = page.evaluate("performance.now()")
         page.keyboard.press("Shift+Enter")
-        state = poll(page, 2, lambda s: s["phase"] == "done", 240)
+        state = poll(page, READ_PLAYER, 2, lambda s: s["phase"] == "done", 240)
         # The CI artifact, taken before any assertion so a failure has its picture too.
         time.sleep(1.0)  # let the chart draw its last update
         cell(page, 2).locator(".jp-Cell-outputWrapper").screenshot(
@@ -238,14 +175,14 @@ def test_blocked_autoplay_shows_enable_audio_then_plays(lab, launch, artifacts):
         page.keyboard.press("Shift+Enter")
         # The activation from those key presses has expired when, after the 7 s sleep, the
         # player creates its AudioContext: the browser keeps it suspended.
-        state = poll(page, 3, lambda s: s["phase"] == "blocked", 180)
+        state = poll(page, READ_PLAYER, 3, lambda s: s["phase"] == "blocked", 180)
         assert page.evaluate("window.__autoplayBlocked") is True
         assert state["enableVisible"] and state["audioState"] == "suspended"
         assert state["log"] == []  # nothing scheduled while blocked; the queue is kept
         cell(page, 3).locator(".jp-Cell-outputWrapper").screenshot(
             path=str(artifacts / "blocked-cell.png"))
         cell(page, 3).locator(".kl-enable").click()
-        state = poll(page, 3, lambda s: s["phase"] == "done", 120)
+        state = poll(page, READ_PLAYER, 3, lambda s: s["phase"] == "done", 120)
         log = state["log"]
         assert state["audioState"] == "running" and len(log) >= 1
         assert [r["seq"] for r in log] == list(range(state["chunks"]))

@@ -9,10 +9,9 @@ button, type a bad blend in the spec box. What played is read back from the play
 from __future__ import annotations
 
 import json
-import re
-import time
 
 from kokoro_lab.notebook.studio import voice_label
+from tests.ui.jupyter_page import cell, open_notebook, poll, run
 
 GAPLESS_S = 0.002
 TEXT = "Hello there. Nice to meet you."
@@ -43,40 +42,6 @@ READ_STUDIO = """(index) => {
 }"""
 
 
-def cell(page, index: int):
-    return page.locator(".jp-Notebook .jp-Cell").nth(index)
-
-
-def run(page, index: int, timeout_s: float = 240) -> None:
-    """Shift+Enter in a cell (retried once if JupyterLab had not taken the key), then wait for
-    its execution count."""
-    prompt = cell(page, index).locator(".jp-InputPrompt")
-    for _ in range(2):
-        cell(page, index).locator(".cm-content").click()
-        page.keyboard.press("Shift+Enter")
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and not re.search(r"\[(\*|\d+)\]",
-                                                             prompt.inner_text()):
-            time.sleep(0.1)
-        if re.search(r"\[(\*|\d+)\]", prompt.inner_text()):
-            break
-    deadline = time.monotonic() + timeout_s
-    while not re.search(r"\[\d+\]", prompt.inner_text()):
-        assert time.monotonic() < deadline, f"cell {index} did not finish"
-        time.sleep(0.25)
-
-
-def poll(page, index: int, until, timeout_s: float) -> dict:
-    deadline = time.monotonic() + timeout_s
-    state = None
-    while time.monotonic() < deadline:
-        state = page.evaluate(READ_STUDIO, index)
-        if state and until(state):
-            return state
-        time.sleep(0.25)
-    raise AssertionError(f"the studio in cell {index} never reached the expected state: {state}")
-
-
 def test_studio_renders_and_speaks_in_chromium(lab, launch, artifacts):
     url = lab.notebook("studio.ipynb", [
         "%load_ext kokoro_lab",
@@ -89,14 +54,11 @@ def test_studio_renders_and_speaks_in_chromium(lab, launch, artifacts):
     ])
     browser = launch(autoplay=True)
     try:
-        page = browser.new_page(viewport={"width": 1280, "height": 1800})
-        page.goto(url, timeout=120_000)
-        page.wait_for_selector(".jp-Notebook .jp-Cell .cm-content", timeout=120_000)
-        page.get_by_text(re.compile(r"\| Idle")).first.wait_for(timeout=120_000)
+        page = open_notebook(browser, url, height=1800)
         run(page, 0)
         run(page, 1)  # the model is loaded and warm before the panel speaks
         run(page, 2)
-        state = poll(page, 2, lambda s: s["voices"] and s["phase"] is not None, 60)
+        state = poll(page, READ_STUDIO, 2, lambda s: s["voices"] and s["phase"] is not None, 60)
         assert state["voices"] == 54, state  # every stock voice, grouped, in the picker
         run(page, 4)
         providers = json.loads(cell(page, 4).locator(".jp-OutputArea-output").inner_text())
@@ -109,7 +71,8 @@ def test_studio_renders_and_speaks_in_chromium(lab, launch, artifacts):
         # ipywidgets' <select> options carry the labels (grouped names), not the values.
         studio.locator(".kl-studio-voice select").select_option(label=voice_label("bf_emma"))
         studio.locator(".kl-studio-speak").click()
-        state = poll(page, 2, lambda s: s["phase"] == "done" and "complete" in s["status"], 240)
+        state = poll(page, READ_STUDIO, 2,
+                     lambda s: s["phase"] == "done" and "complete" in s["status"], 240)
         log, end = state["log"], state["endInfo"]
         assert not state["errors"], state["errors"]
         assert len(log) >= 2 and end["chunks"] == len(log) and not end["cancelled"], state
@@ -146,10 +109,10 @@ def test_studio_renders_and_speaks_in_chromium(lab, launch, artifacts):
         spec = studio.locator(".kl-studio-spec input")
         spec.fill("af_heart:0,bf_emma:0")
         spec.press("Enter")
-        state = poll(page, 2, lambda s: "sum to a positive number" in s["error"], 30)
+        state = poll(page, READ_STUDIO, 2, lambda s: "sum to a positive number" in s["error"], 30)
         spec.fill("af_hart")
         spec.press("Enter")
-        state = poll(page, 2, lambda s: "unknown voice 'af_hart'" in s["error"], 30)
+        state = poll(page, READ_STUDIO, 2, lambda s: "unknown voice 'af_hart'" in s["error"], 30)
         assert "did you mean af_heart" in state["error"]
         assert not cell(page, 2).locator(".jp-RenderedText[data-mime-type="
                                          "'application/vnd.jupyter.stderr']").count()

@@ -6,6 +6,15 @@ from kokoro_lab.engine.chunking import EFFICIENT_CAP
 from kokoro_lab.engine.scheduling import MIN_BUDGET, Scheduler, SpeedModel
 
 
+def fitted(fixed_s: float, per_phoneme_s: float) -> SpeedModel:
+    """A speed model that has measured chunks costing ``fixed + per_phoneme × n`` seconds
+    and yielding 0.06 s of audio per phoneme."""
+    model = SpeedModel()
+    for phonemes in (20, 60, 120, 200):
+        model.observe(phonemes, fixed_s + per_phoneme_s * phonemes, 0.06 * phonemes, speed=1.0)
+    return model
+
+
 def test_speed_model_learns_a_faster_machine():
     model = SpeedModel()
     slow = model.predict_synthesis_s(100)
@@ -37,9 +46,7 @@ def test_buffer_drains_with_playback_time():
 
 
 def test_a_machine_slower_than_real_time_gets_the_largest_chunks():
-    model = SpeedModel()
-    for phonemes in (20, 60, 120, 200):
-        model.observe(phonemes, 1.0 + 0.2 * phonemes, 0.06 * phonemes, speed=1.0)
+    model = fitted(1.0, 0.2)
     scheduler = Scheduler(model)
     scheduler.chunk_ready(now=0.0, audio_s=1.0)
     # Small chunks would stall for ever; the cap stalls least.
@@ -47,9 +54,7 @@ def test_a_machine_slower_than_real_time_gets_the_largest_chunks():
 
 
 def test_break_even_chunk_when_the_buffer_is_short():
-    model = SpeedModel()
-    for phonemes in (20, 60, 120, 200):
-        model.observe(phonemes, 0.6 + 0.03 * phonemes, 0.06 * phonemes, speed=1.0)
+    model = fitted(0.6, 0.03)
     # audio 0.06/phoneme vs cost 0.6 + 0.03/phoneme (×1.1 margin): break-even ≈ 25 phonemes
     assert 20 <= model.break_even(EFFICIENT_CAP) <= 30
     scheduler = Scheduler(model)
@@ -67,9 +72,7 @@ def test_lane_budget_counts_audio_still_in_flight():
 
 
 def test_lanes_run_at_the_cap_when_the_machine_cannot_keep_up():
-    slow = SpeedModel()
-    for phonemes in (20, 60, 120, 200):
-        slow.observe(phonemes, 1.0 + 0.2 * phonemes, 0.06 * phonemes, speed=1.0)
+    slow = fitted(1.0, 0.2)
     scheduler = Scheduler(slow)
     assert not slow.keeps_up()
     assert scheduler.lane_budget(0.0, pending_s=0.0, lane=slow) == EFFICIENT_CAP
@@ -85,9 +88,7 @@ def test_fixed_plans_ignore_measured_speed():
 def test_a_long_text_jumps_to_a_larger_chunk_when_a_stall_is_unavoidable():
     from kokoro_lab.engine.scheduling import JUMP, LONG_TEXT_CHARS, MAX_JUMP_STALL_S
 
-    model = SpeedModel()
-    for phonemes in (20, 60, 120, 200):
-        model.observe(phonemes, 0.8 + 0.03 * phonemes, 0.06 * phonemes, speed=1.0)
+    model = fitted(0.8, 0.03)
     scheduler = Scheduler(model)
     scheduler.chunk_ready(now=0.0, audio_s=1.0)  # too little buffered to grow without a stall
     break_even = model.break_even(EFFICIENT_CAP)

@@ -66,15 +66,18 @@ def short_name(provider: str) -> str:
 _REMOTE_ONLY = {"AzureExecutionProvider"}
 
 
+def _local_providers() -> list[str]:
+    return [p for p in ort.get_available_providers() if p not in _REMOTE_ONLY]
+
+
 def available_providers() -> list[str]:
     """Short names of the providers this onnxruntime build offers that can run the model."""
-    return [short_name(p) for p in ort.get_available_providers() if p not in _REMOTE_ONLY]
+    return [short_name(p) for p in _local_providers()]
 
 
 def check_available(provider: str) -> str:
     name = provider_name(provider)
-    available = [p for p in ort.get_available_providers() if p not in _REMOTE_ONLY]
-    if name not in available:
+    if name not in _local_providers():
         hint = ""
         if name in ("CUDAExecutionProvider", "TensorrtExecutionProvider"):
             hint = " Install the GPU build: pip install 'kokoro-lab[gpu]' (onnxruntime-gpu)."

@@ -41,11 +41,13 @@ class _Row:
 class LatencyChart:
     """A plotly ``FigureWidget`` fed with :class:`Chunk` objects as they are synthesized."""
 
-    def __init__(self, height: int = 420) -> None:
+    def __init__(self, height: int = 420, origin: str = "the cell ran") -> None:
+        """``origin`` names the moment the timeline counts from (``reset``'s ``t0``), e.g.
+        "the cell ran" for ``%%speak`` or "Speak was pressed" in the Studio."""
         base = make_subplots(
             rows=2, cols=1, vertical_spacing=0.2, row_heights=[0.5, 0.5],
             subplot_titles=("Per chunk (by index): synthesis time vs audio duration",
-                            "Timeline since the cell ran"),
+                            f"Timeline since {origin}"),
         )
         self.figure = go.FigureWidget(base)
         self._lock = threading.Lock()

@@ -1,10 +1,11 @@
-"""The player's kernel ↔ browser protocol: handshake, order, buffer sizes, sequence numbers.
+"""The player's kernel → page protocol (widget state and chunk models) and the page's reports.
 
-The fast tests record what the Player puts on its comm (the real ipywidgets/anywidget send path,
-with a comm that records instead of publishing) and play the browser's part by delivering its
-messages. The model tests run a real ipykernel through jupyter_client and speak the protocol
-over ZeroMQ, as JupyterLab would: binary buffers, the ready handshake, and a kernel interrupt
-arriving while the kernel is idle.
+The fast tests record what the Player and its chunk models put on their comms (the real
+ipywidgets/anywidget send path, with comms that record instead of publishing) and play the
+page's part by delivering its reports. The model tests run a real ipykernel through
+jupyter_client and watch its IOPub as JupyterLab would: audio must arrive while the next cell
+blocks the main thread (Run All) and inside a ``--wait`` cell, with no message from the page,
+and a kernel interrupt arriving while the kernel is idle must stop the stream.
 """
 
 from __future__ import annotations
@@ -21,33 +22,27 @@ import pytest
 from comm import DummyComm
 
 from kokoro_lab.notebook import LatencyChart, Player, Speech
-from kokoro_lab.notebook.player import PROTOCOL
+from kokoro_lab.notebook.player import PCM_SCALE, chunk_model_id
 
 
 class RecordingComm(DummyComm):
-    """A comm that records every message the widget publishes, in order."""
+    """A comm that records every message it publishes, in one order shared by all comms."""
 
-    def __init__(self, *args, **kwargs):
-        self.messages: list[tuple[str, dict, list]] = []
-        super().__init__(*args, **kwargs)
+    log: list[tuple[str, str, dict, list]] = []  # (comm_id, msg_type, data, buffers)
 
     def publish_msg(self, msg_type, data=None, metadata=None, buffers=None, **keys):
-        self.messages.append((msg_type, data or {}, list(buffers or [])))
+        self.log.append((self.comm_id, msg_type, data or {}, list(buffers or [])))
 
 
 @pytest.fixture
 def recording(monkeypatch):
+    RecordingComm.log = []
     monkeypatch.setattr(comm, "create_comm", lambda *a, **k: RecordingComm(*a, **k))
-
-
-def custom(player: Player) -> list[tuple[dict, list]]:
-    """The custom (non-state) messages the player sent, as (content, buffers)."""
-    return [(data["content"], buffers) for kind, data, buffers in player.comm.messages
-            if kind == "comm_msg" and data.get("method") == "custom"]
+    return RecordingComm.log
 
 
 def deliver(player: Player, content: dict) -> None:
-    """Deliver a message from the browser, as ipywidgets does for a custom comm message."""
+    """Deliver a message from the page, as ipywidgets does for a custom comm message."""
     player._handle_msg({"content": {"data": {"method": "custom", "content": content}},
                         "buffers": []})
 
@@ -56,103 +51,155 @@ def tone(samples: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).uniform(-0.5, 0.5, samples).astype(np.float32)
 
 
-def test_nothing_is_sent_before_the_ready_handshake(recording):
+def stream_updates(log, player: Player) -> list[dict]:
+    """Every value of the player's ``stream`` trait that went out, in order."""
+    return [data["state"]["stream"] for comm_id, kind, data, _ in log
+            if comm_id == player.comm.comm_id and kind == "comm_msg"
+            and "stream" in data.get("state", {})]
+
+
+def chunk_opens(log) -> list[tuple[str, dict, list]]:
+    """The chunk models opened, in order: (model id, state, buffers)."""
+    return [(comm_id, data["state"], buffers) for comm_id, kind, data, buffers in log
+            if kind == "comm_open" and ["pcm"] in data.get("buffer_paths", [])]
+
+
+def test_chunks_go_out_at_once_without_any_handshake(recording):
     player = Player()
-    player.start(label="test")
+    stream = player.start(label="test")
     player.push(tone(2400))
     player.push(tone(4800, 1))
-    assert custom(player) == []
-    deliver(player, {"type": "ready", "client": "a", "protocol": PROTOCOL})
-    kinds = [c["type"] for c, _ in custom(player)]
-    assert kinds == ["start", "chunk", "chunk"]
+    opens = chunk_opens(recording)
+    assert [comm_id for comm_id, _, _ in opens] == [
+        chunk_model_id(player.player_id, stream, 0), chunk_model_id(player.player_id, stream, 1)]
+    assert [u["chunks"] for u in stream_updates(recording, player)] == [0, 1, 2]
 
 
-def test_order_buffer_sizes_and_sequence_numbers(recording):
+def test_a_chunk_exists_before_the_count_that_announces_it(recording):
     player = Player()
-    deliver(player, {"type": "ready", "client": "a"})
+    stream = player.start()
+    for i in range(3):
+        player.push(tone(100 + i, i))
+    order = [(comm_id, kind, data) for comm_id, kind, data, _ in recording]
+    for seq in range(3):
+        opened = order.index(next(o for o in order if o[0] == chunk_model_id(
+            player.player_id, stream, seq) and o[1] == "comm_open"))
+        announced = next(i for i, (comm_id, kind, data) in enumerate(order)
+                         if comm_id == player.comm.comm_id and kind == "comm_msg"
+                         and data["state"].get("stream", {}).get("chunks") == seq + 1)
+        assert opened < announced
+
+
+def test_pcm_sizes_sequence_numbers_and_metadata(recording):
+    player = Player()
     stream = player.start()
     sizes = [1200, 24000, 7, 36000]
     for i, n in enumerate(sizes):
         assert player.push(tone(n, i), index=10 + i, ready_ms=5.0) == i
-    player.finish(first_audio_ms=12.5)
-    messages = custom(player)
-    assert [c["type"] for c, _ in messages] == ["start"] + ["chunk"] * 4 + ["end"]
-    start = messages[0][0]
-    assert start == {"type": "start", "stream": stream, "sample_rate": 24000, "label": "",
-                     "ended": False, "protocol": PROTOCOL}
-    for seq, ((content, buffers), n) in enumerate(zip(messages[1:5], sizes, strict=True)):
-        assert content["seq"] == seq and content["index"] == 10 + seq
-        assert content["samples"] == n and content["stream"] == stream
-        assert len(buffers) == 1 and len(bytes(buffers[0])) == 4 * n  # float32, no base64
-        np.testing.assert_array_equal(np.frombuffer(bytes(buffers[0]), "<f4"), tone(n, seq))
-    end = messages[-1][0]
-    assert end["chunks"] == 4 and end["samples"] == sum(sizes) and end["cancelled"] is False
-    assert end["first_audio_ms"] == 12.5
+    player.finish(engine_first_audio_ms=12.5)
+    opens = chunk_opens(recording)
+    for seq, ((_, state, buffers), n) in enumerate(zip(opens, sizes, strict=True)):
+        meta = state["meta"]
+        assert meta["seq"] == seq and meta["index"] == 10 + seq and meta["samples"] == n
+        assert meta["ready_ms"] == 5.0 and meta["age_ms"] >= 0
+        pcm = np.frombuffer(bytes(buffers[0]), "<i2")  # int16 in a binary buffer, no base64
+        assert pcm.size == n
+        np.testing.assert_allclose(pcm / PCM_SCALE, tone(n, seq), atol=1 / PCM_SCALE)
+    last = stream_updates(recording, player)[-1]
+    assert last["id"] == stream and last["state"] == "ended" and last["chunks"] == 4
+    assert last["samples"] == sum(sizes)
+    assert last["end"]["chunks"] == 4 and last["end"]["engine_first_audio_ms"] == 12.5
     assert [r["seq"] for r in player.sent] == [0, 1, 2, 3]
-    assert all(r["bytes"] == 4 * n for r, n in zip(player.sent, sizes, strict=True))
+    np.testing.assert_allclose(player.audio, np.concatenate(
+        [tone(n, i) for i, n in enumerate(sizes)]), atol=1 / PCM_SCALE)
 
 
-def test_a_second_client_gets_a_replay_with_the_same_sequence_numbers(recording):
+def test_ages_count_from_the_request(recording):
     player = Player()
-    deliver(player, {"type": "ready", "client": "a"})
-    player.start()
-    player.push(tone(100))
-    player.push(tone(200))
-    player.finish()
-    before = len(custom(player))
-    deliver(player, {"type": "ready", "client": "b"})  # a second tab, or a reload
-    replay = custom(player)[before:]
-    assert [c["type"] for c, _ in replay] == ["start", "chunk", "chunk", "end"]
-    assert replay[0][0]["ended"] is True  # the late tab keeps it playable, does not autoplay
-    assert [c["seq"] for c, _ in replay[1:3]] == [0, 1]
-    assert len(player.sent) == 2  # "sent" records the first time each chunk left the kernel
-    assert player.clients == {"a", "b"}
+    player.start(requested=time.perf_counter() - 2.0)
+    player.push(tone(10))
+    ages = [u["age_ms"] for u in stream_updates(recording, player)]
+    assert ages == sorted(ages) and 2000 <= ages[0] < 10000
 
 
-def test_stop_from_the_kernel_and_from_the_browser(recording):
+def test_a_new_stream_closes_the_previous_chunks_and_names_its_predecessor(recording):
     player = Player()
-    deliver(player, {"type": "ready", "client": "a"})
+    first = player.start()
+    player.push(tone(10))
+    second = player.start(after="other-stream", order=7)
+    closed = [comm_id for comm_id, kind, _, _ in recording if kind == "comm_close"]
+    assert closed == [chunk_model_id(player.player_id, first, 0)]
+    state = stream_updates(recording, player)[-1]
+    assert state["id"] == second and state["after"] == "other-stream" and state["order"] == 7
+    assert state["state"] == "live" and state["chunks"] == 0
+
+
+def test_stop_from_the_kernel_and_from_the_page(recording):
+    player = Player()
     stream = player.start()
     player.push(tone(100))
     requests = []
     player.on_stop_request(requests.append)
     deliver(player, {"type": "stop_request", "client": "a", "stream": "old-stream"})
-    assert requests == []  # a stale stream's Stop does not stop the current one
+    assert requests == [] and player.live  # a stale stream's Stop does not stop this one
     deliver(player, {"type": "stop_request", "client": "a", "stream": stream})
     assert requests == [stream]
-    stops = [c for c, _ in custom(player) if c["type"] == "stop"]
-    assert stops == [{"type": "stop", "stream": stream, "reason": "Stop pressed"}]
-    assert player.message == "Stop pressed"
-    player.push(tone(100))  # chunks after a stop are kept (full audio) but not sent
-    assert [c["type"] for c, _ in custom(player)].count("chunk") == 1
+    state = stream_updates(recording, player)[-1]
+    assert state["state"] == "stopped" and state["stop_reason"] == "Stop pressed"
+    assert player.message == "Stop pressed" and player.stop_reason == "Stop pressed"
+    player.push(tone(100))  # a chunk made after a stop is kept (full audio)
     assert len(player.audio) == 200
 
 
-def test_browser_reports_are_recorded_and_feed_the_chart(recording, synth):
+def test_page_reports_feed_the_result_and_the_chart(recording, synth):
     player = Player()
     chart = LatencyChart()
-    deliver(player, {"type": "ready", "client": "a"})
-    stream = synth.stream("Hi there.", voice="af_heart")
-    speech = Speech(stream, player=player, chart=chart).start()
+    speech = Speech(synth.stream("Hi there. How are you?", voice="af_heart"), player=player,
+                    chart=chart).start()
     result = speech.wait(60)
     assert result.done and not result.cancelled and not result.error
-    sent = [c for c, _ in custom(player) if c["type"] == "chunk"]
-    assert len(sent) == len(result.chunks) >= 1
+    assert result.heard is None  # no page yet
+    assert "not reported yet" in result._repr_html_()
     start, now = 10.0, 9.97
-    for content in sent:
-        duration = content["samples"] / 24000
-        deliver(player, {"type": "scheduled", "client": "a", "stream": content["stream"],
-                         "seq": content["seq"], "start": start, "duration": duration,
-                         "now": now, "underrun": False, "gap": 0})
+    for seq, record in enumerate(player.sent):
+        duration = (record["bytes"] // 2) / 24000
+        deliver(player, {"type": "scheduled", "client": "a", "stream": player.stream_id,
+                         "seq": seq, "start": start, "duration": duration, "now": now,
+                         "underrun": False, "gap": 0, "ahead_s": 1.0})
         start += duration
-    assert [r["seq"] for r in player.scheduled] == [c["seq"] for c in sent]
+    assert [r["seq"] for r in player.scheduled] == [r["seq"] for r in player.sent]
+    heard = {"type": "heard", "stream": player.stream_id, "final": True,
+             "first_audible_ms": 850, "since": "cell ran", "stalls": 0, "stall_ms": 0,
+             "largest_gap_ms": 0, "played_s": result.duration_s, "made_s": result.duration_s}
+    deliver(player, heard)
+    assert result.heard["first_audible_ms"] == 850 and result.timings[
+        "heard_first_audible_ms"] == 850
+    assert "first sound after the cell ran" in result._repr_html_()
     spans = chart.playback()
-    assert all(measured for _, _, measured in spans)
-    for (_, end, _), (begin, _, _) in zip(spans, spans[1:], strict=False):
+    assert len(spans) == len(result.chunks)
+    for (_, end), (begin, _) in zip(spans, spans[1:], strict=False):
         assert begin == pytest.approx(end, abs=1e-6)  # gapless as reported
-    timings = result.timings
-    assert timings["first_sent_ms"] >= timings["first_ready_ms"] > 0
-    assert timings["first_scheduled_ms"] >= timings["first_sent_ms"]
+    assert chart.first_audio_ms() == 850
+    figure = chart.to_dict()
+    assert [t["name"] for t in figure["data"]] == ["synthesis", "audio", "synthesizing",
+                                                    "playing"]
+    assert figure["layout"]["title"]["text"].startswith("heard: first sound 0.85 s")
+
+
+def test_a_chart_without_a_page_shows_synthesis_only(synth):
+    chart = LatencyChart()
+    result = synth.synthesize("Nobody listens.")
+    chart.reset(result.chunks[0].queued)
+    for chunk in result.chunks:
+        chart.add_chunk(chunk)
+    figure = chart.to_dict()
+    assert [t["name"] for t in figure["data"]] == ["synthesis", "audio", "synthesizing"]
+    assert figure["layout"]["shapes"] == []  # no first-audio marker, no stalls
+    assert figure["layout"]["yaxis2"]["categoryarray"] == ["synthesis"]
+    assert "engine (internal)" in figure["layout"]["title"]["text"]
+    chart.draw()
+    (output,) = chart.widget.outputs
+    assert "application/vnd.plotly.v1+json" in output["data"]
 
 
 def test_push_misuse_is_refused_clearly(recording):
@@ -171,54 +218,70 @@ def test_push_misuse_is_refused_clearly(recording):
 
 
 class KernelFrontend:
-    """Just enough of a Jupyter front-end to drive the player comm in a real ipykernel."""
+    """Just enough of a Jupyter front end to watch the player's state in a real ipykernel."""
 
     def __init__(self, km, kc):
         self.km, self.kc = km, kc
-        self.player_comms: list[str] = []
-        self.custom: queue.Queue = queue.Queue()
+        self.players: dict[str, list[dict]] = {}  # player comm id -> stream states, in order
+        self.chunks: list[dict] = []  # chunk comm_opens: {id, meta, bytes, parent}
+        self.replies: dict[str, dict] = {}  # execute msg id -> its reply
 
     def execute(self, code: str, timeout: float = 120) -> dict:
-        msg_id = self.kc.execute(code)
-        reply = self.kc.get_shell_msg(timeout=timeout)
-        while reply["parent_header"].get("msg_id") != msg_id:
-            reply = self.kc.get_shell_msg(timeout=timeout)
-        self.pump(0.2)
-        return reply["content"]
+        msg_id = self.submit(code)
+        return self.reply_to(msg_id, timeout)
+
+    def submit(self, code: str) -> str:
+        """Send an execute request without waiting (as Run All does)."""
+        return self.kc.execute(code)
+
+    def reply_to(self, msg_id: str, timeout: float = 120) -> dict:
+        deadline = time.monotonic() + timeout
+        while msg_id not in self.replies:
+            if time.monotonic() > deadline:
+                raise AssertionError("no execute reply in time")
+            self.pump(0.1)
+        return self.replies[msg_id]
 
     def pump(self, seconds: float) -> None:
-        """Read iopub for a while, tracking player comms and their custom messages."""
+        """Read iopub and shell for a while, tracking players, chunk models and replies."""
         deadline = time.monotonic() + seconds
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return
+        while time.monotonic() < deadline:
             try:
-                msg = self.kc.get_iopub_msg(timeout=left)
+                reply = self.kc.get_shell_msg(timeout=0)
+                self.replies[reply["parent_header"]["msg_id"]] = {
+                    **reply["content"], "_received": time.monotonic()}
             except queue.Empty:
-                return
+                pass
+            try:
+                msg = self.kc.get_iopub_msg(timeout=0.05)
+            except queue.Empty:
+                continue
             kind, content = msg["msg_type"], msg["content"]
-            if kind == "comm_open" and "player_id" in content["data"].get("state", {}):
-                self.player_comms.append(content["comm_id"])
-            elif kind == "comm_msg" and content["comm_id"] in self.player_comms:
-                data = content["data"]
-                if data.get("method") == "custom":
-                    self.custom.put((content["comm_id"], data["content"], msg["buffers"]))
+            if kind == "comm_open":
+                state = content["data"].get("state", {})
+                if "player_id" in state:
+                    self.players[content["comm_id"]] = []
+                elif "pcm" in state or ["pcm"] in content["data"].get("buffer_paths", []):
+                    self.chunks.append({"id": content["comm_id"], "meta": state["meta"],
+                                        "bytes": len(msg["buffers"][0]),
+                                        "received": time.monotonic()})
+            elif kind == "comm_msg" and content["comm_id"] in self.players:
+                stream = content["data"].get("state", {}).get("stream")
+                if stream is not None:
+                    self.players[content["comm_id"]].append(
+                        {**stream, "_received": time.monotonic()})
 
-    def send(self, comm_id: str, content: dict) -> None:
-        msg = self.kc.session.msg("comm_msg", {"comm_id": comm_id,
-                                               "data": {"method": "custom", "content": content}})
-        self.kc.shell_channel.send(msg)
+    def last_stream(self) -> list[dict]:
+        return self.players[list(self.players)[-1]]
 
-    def wait_for(self, predicate, timeout: float):
+    def wait_for_state(self, predicate, timeout: float) -> dict:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             self.pump(0.1)
-            while not self.custom.empty():
-                item = self.custom.get()
-                if predicate(item):
-                    return item
-        raise AssertionError("the kernel did not send the expected message in time")
+            for state in self.last_stream():
+                if predicate(state):
+                    return state
+        raise AssertionError(f"the player never reached the state: {self.last_stream()[-1:]}")
 
 
 @pytest.fixture(scope="module")
@@ -228,7 +291,7 @@ def kernel():
     km, kc = start_new_kernel(kernel_name="python3")
     frontend = KernelFrontend(km, kc)
     try:
-        reply = frontend.execute("%load_ext kokoro_lab")
+        reply = frontend.execute("%load_ext kokoro_lab\n%speak --wait --no-play --no-plot Hi.")
         assert reply["status"] == "ok", reply
         yield frontend
     finally:
@@ -237,34 +300,25 @@ def kernel():
 
 
 @pytest.mark.model
-def test_real_kernel_sends_binary_chunks_after_the_handshake(kernel):
-    reply = kernel.execute("%%speak --no-plot -o res\nThe sun is out. Birds are singing.")
-    assert reply["status"] == "ok", reply
-    comm_id = kernel.player_comms[-1]
-    kernel.pump(3.0)  # synthesis runs; nothing may be sent before "ready"
-    assert kernel.custom.empty()
-    kernel.send(comm_id, {"type": "ready", "client": "test", "protocol": PROTOCOL})
-    start = kernel.wait_for(lambda m: m[1]["type"] == "start", 30)
-    assert start[1]["sample_rate"] == 24000
-    chunks = []
-    end = None
-    while end is None:
-        _, content, buffers = kernel.wait_for(lambda m: m[1]["type"] in ("chunk", "end"), 120)
-        if content["type"] == "end":
-            end = content
-        else:
-            chunks.append((content, buffers))
-    assert [c["seq"] for c, _ in chunks] == list(range(len(chunks))) and len(chunks) >= 2
-    for content, buffers in chunks:
-        assert len(buffers) == 1 and len(buffers[0]) == 4 * content["samples"]
-        assert content["ready_ms"] > 0 and content["audio_ms"] > 0
-    assert end["chunks"] == len(chunks) and not end["cancelled"]
-    assert end["samples"] == sum(c["samples"] for c, _ in chunks)
-    # This front-end never reports a schedule (like a tab closed mid-stream): the kernel still
-    # completes the result, and no worker thread is left behind.
+def test_real_kernel_delivers_audio_while_the_next_cell_is_busy(kernel):
+    """Run All: a %%speak cell, then a cell that blocks the main thread. The audio must
+    reach the page during the blocking cell, with no message from the page at all."""
+    speak = kernel.submit("%%speak --no-plot -o res\nThe sun is out. Birds are singing.")
+    busy = kernel.submit("import time; time.sleep(15)")
+    before = len(kernel.chunks)
+    reply = kernel.reply_to(busy, timeout=120)
+    assert kernel.replies[speak]["status"] == "ok" and reply["status"] == "ok"
+    during = [c for c in kernel.chunks[before:] if c["received"] < reply["_received"]]
+    assert len(during) >= 2, "chunks waited for the busy cell"
+    assert [c["meta"]["seq"] for c in during] == list(range(len(during)))
+    assert all(c["bytes"] == 2 * c["meta"]["samples"] for c in during)  # int16 PCM
+    ended = [s for s in kernel.last_stream() if s["state"] == "ended"]
+    assert ended and ended[0]["_received"] < reply["_received"]
+    assert ended[0]["chunks"] == len(during)
+    # No page ever reported (a tab closed mid-stream): the result is still complete.
     check = kernel.execute(
-        f"assert res.done and res.state == 'complete' and len(res.chunks) == {len(chunks)}\n"
-        "assert res.timings['first_sent_ms'] >= res.timings['first_ready_ms'] > 0\n"
+        f"assert res.done and res.state == 'complete' and len(res.chunks) == {len(during)}\n"
+        "assert res.heard is None\n"
         "import threading, time\n"
         "time.sleep(0.5)\n"
         "assert not [t for t in threading.enumerate() if t.name.startswith('kokoro-lab-s')]")
@@ -272,21 +326,27 @@ def test_real_kernel_sends_binary_chunks_after_the_handshake(kernel):
 
 
 @pytest.mark.model
+def test_real_kernel_wait_cell_sends_audio_before_it_returns(kernel):
+    before = len(kernel.chunks)
+    msg_id = kernel.submit("%%speak --wait --no-plot -o w\nWaiting cells are heard too.")
+    reply = kernel.reply_to(msg_id)
+    assert reply["status"] == "ok", reply
+    first = kernel.chunks[before]
+    assert first["received"] < reply["_received"]
+
+
+@pytest.mark.model
 def test_real_kernel_interrupt_while_idle_stops_the_stream(kernel):
     text = " ".join(["This sentence is here to keep the synthesizer busy for a while."] * 12)
     reply = kernel.execute(f"%%speak --no-plot -o long\n{text}")
     assert reply["status"] == "ok", reply
-    comm_id = kernel.player_comms[-1]
-    kernel.send(comm_id, {"type": "ready", "client": "test"})
-    kernel.wait_for(lambda m: m[0] == comm_id and m[1]["type"] == "chunk", 120)
+    kernel.wait_for_state(lambda s: s["chunks"] >= 1, 120)
     kernel.km.interrupt_kernel()  # the cell has returned: the kernel is idle
-    stop = kernel.wait_for(lambda m: m[0] == comm_id and m[1]["type"] in ("stop", "end"), 30)
-    assert stop[1]["type"] == "stop" and stop[1]["reason"] == "kernel interrupted"
-    end = kernel.wait_for(lambda m: m[0] == comm_id and m[1]["type"] == "end", 60)
-    assert end[1]["cancelled"] is True
+    stopped = kernel.wait_for_state(lambda s: s["state"] == "stopped", 30)
+    assert stopped["stop_reason"] == "kernel interrupted"
     check = kernel.execute(
         "import threading, time\n"
-        "time.sleep(0.5)\n"
+        "time.sleep(1.0)\n"
         "assert long.cancelled and long.reason == 'kernel interrupted', long\n"
         "assert not [t for t in threading.enumerate() if t.name.startswith('kokoro-lab-s')]")
     assert check["status"] == "ok", check

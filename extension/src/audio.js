@@ -1,20 +1,40 @@
-// The audio side of the streaming player: gapless Web Audio scheduling of PCM chunks.
+// The audio side of the streaming player: gapless Web Audio scheduling of PCM chunks, one
+// page-wide queue of utterances, and the figures of what this page actually played.
 //
-// The rule: every chunk of a stream starts exactly where the previous one ends
-// (`start = nextTime; nextTime += duration`). Only when a chunk arrives after that moment has
-// passed (an underrun) does it start "as soon as possible" instead, and the gap is counted and
-// reported. Chunks that arrive while the AudioContext is suspended (browser autoplay policy)
-// are kept in order and scheduled, still gaplessly, once audio is enabled.
+// The rules:
+// * Gapless: every chunk of a stream starts exactly where the previous one ends
+//   (`start = nextTime; nextTime += duration`). Only a chunk that arrives after that moment has
+//   passed (a stall) starts "as soon as possible" instead; the gap is counted as a stall.
+// * Queued utterances: a stream that names a predecessor (`after`) starts when that one has
+//   played out (plus CELL_GAP_S), so a notebook's speaking cells are heard one after another,
+//   never over each other. A predecessor stopped, finished or unknown to this page holds
+//   nothing back.
+// * A stream this page first sees after it has ended (a reload, a tab opened later) is not
+//   auto-played: it is offered, complete, behind one play button. One first seen while it is
+//   still being made plays from its start.
+// * Chunks that arrive while the AudioContext is suspended (autoplay policy) are kept in order
+//   and scheduled, still gaplessly, once audio is enabled.
+// * What was heard is measured here, on the page's clocks: first audible sample after the cell
+//   ran, stalls (count and duration), seconds played. Those are the figures the user got.
 //
 // One engine exists per player model per page (however many views show it), so a widget
-// displayed twice plays its audio once. This module knows nothing of the DOM.
+// displayed twice plays its audio once. This module knows nothing of the DOM or of Jupyter.
 
 import { encodeWav } from "./wav.js";
 
-export const PROTOCOL = 1;
+export const PROTOCOL = 2;
 // Safety margin between "now" and the first chunk's start, so the first buffer is never
 // scheduled in the past while the audio thread is mid-quantum.
 export const LEAD_S = 0.03;
+// Silence between two queued utterances (one cell's speech and the next).
+export const CELL_GAP_S = 0.35;
+// A gap shorter than this is scheduling jitter, not a stall a listener hears.
+export const STALL_S = 0.005;
+// An amplitude above this is audible (the engine's definition, metrics.AUDIBLE).
+export const AUDIBLE = 0.02;
+// A page that first sees a stream this long after its cell ran joined late (a reload, a tab
+// opened afterwards, Voila): its first-sound figure then counts from when it joined.
+export const LATE_JOIN_MS = 4000;
 
 /** The page's one AudioContext (browsers limit how many a page may have), created lazily.
  * It lives on the page-wide registry: anywidget may instantiate this module once per widget. */
@@ -30,19 +50,28 @@ export function getAudioContext(sampleRate = 24000) {
     } catch {
       ctx = new Ctor({ latencyHint: "interactive" });
     }
-    ctx.onstatechange = () => {
-      for (const listener of shared.contextListeners) listener(ctx.state);
-    };
+    ctx.onstatechange = () => shared.notify();
     shared.ctx = ctx;
   }
   return shared.ctx;
 }
 
-/** Test and debugging hook: `window.__kokoroLab.players[player_id]` is the engine. */
+/** The page-wide state: the audio context, every player engine and every stream this page
+ * knows (for the queue). Also the test and debugging hook `window.__kokoroLab`. */
 export function registry() {
   const root = globalThis;
   if (!root.__kokoroLab) {
-    root.__kokoroLab = { protocol: PROTOCOL, ctx: null, players: {}, contextListeners: new Set() };
+    const shared = {
+      protocol: PROTOCOL,
+      ctx: null,
+      players: {},
+      streams: new Map(), // stream id -> stream record (any player)
+      notify() {
+        // Something changed that may unblock a queued stream or a suspended context.
+        for (const engine of Object.values(shared.players)) engine.flush();
+      },
+    };
+    root.__kokoroLab = shared;
   }
   return root.__kokoroLab;
 }
@@ -51,19 +80,30 @@ function randomId() {
   return Math.random().toString(36).slice(2, 10);
 }
 
-function toFloat32(dataView) {
-  // Copy: the message's buffer may be shared or unaligned for a Float32Array view.
-  const bytes = dataView.buffer.slice(dataView.byteOffset, dataView.byteOffset + dataView.byteLength);
-  return new Float32Array(bytes);
+/** Index of the first audible sample, or -1. */
+export function firstAudible(samples) {
+  for (let i = 0; i < samples.length; i++) if (Math.abs(samples[i]) > AUDIBLE) return i;
+  return -1;
+}
+
+/** Page time (performance.now() ms) at which audio-clock time `t` reaches the speakers. */
+function audioToPage(ctx, t, clock) {
+  const stamp = typeof ctx.getOutputTimestamp === "function" ? ctx.getOutputTimestamp() : null;
+  if (stamp && stamp.performanceTime > 0) {
+    return stamp.performanceTime + (t - stamp.contextTime) * 1000;
+  }
+  const latency = ctx.outputLatency || ctx.baseLatency || 0;
+  return clock() + (t - ctx.currentTime + latency) * 1000;
 }
 
 export class PlayerEngine {
   /**
    * @param {object} options
    * @param {string} options.playerId   the Python player's id
-   * @param {(msg: object) => void} options.send  message to the kernel
+   * @param {(msg: object) => void} options.send  message to the kernel (may never arrive while
+   *        the kernel is busy: nothing on the path to sound waits for an answer)
    * @param {() => AudioContext} [options.context]  where audio goes (the page's shared context)
-   * @param {() => number} [options.clock]  milliseconds, for latency records
+   * @param {() => number} [options.clock]  page milliseconds (performance.now)
    */
   constructor({ playerId, send, context = getAudioContext, clock = () => performance.now() }) {
     this.playerId = playerId;
@@ -74,23 +114,13 @@ export class PlayerEngine {
     this.streams = new Map();
     this.current = null;
     this.log = []; // one record per scheduled chunk, all streams
-    this.underruns = 0;
     this.views = new Set();
     this.errors = [];
-    this.onContextState = () => {
-      if (this.ctx && this.ctx.state === "running") this.flush();
-      this.changed();
-    };
-    registry().contextListeners.add(this.onContextState);
     this.ctx = null;
     registry().players[playerId] = this;
   }
 
-  // -- kernel messages ------------------------------------------------------------------------
-
-  ready() {
-    this.post({ type: "ready", audio_state: this.ctx ? this.ctx.state : "unstarted" });
-  }
+  // -- what the kernel says (through the widget state) ------------------------------------------
 
   post(msg) {
     try {
@@ -101,80 +131,93 @@ export class PlayerEngine {
     }
   }
 
-  handle(msg, buffers = []) {
-    const received = this.clock();
-    switch (msg.type) {
-      case "start":
-        return this.onStart(msg);
-      case "chunk":
-        return this.onChunk(msg, buffers, received);
-      case "end":
-        return this.onEnd(msg);
-      case "stop":
-        return this.stop({ reason: msg.reason, fromUser: false, stream: msg.stream });
-      default:
-        this.errors.push(`unknown message type ${msg.type}`);
+  /**
+   * The kernel's description of the player's current stream (the `stream` trait): called when
+   * the page first sees the player and on every change. `seen` is the page time it arrived.
+   */
+  update(desc, seen = this.clock()) {
+    if (!desc || !desc.id) return;
+    let stream = this.streams.get(desc.id);
+    if (!stream) stream = this.open(desc, seen);
+    this.observeAge(stream, desc.age_ms, seen);
+    stream.desc = desc;
+    stream.total = desc.state === "live" ? null : desc.chunks;
+    if (desc.state === "stopped") this.stop({ reason: desc.stop_reason || "stopped", stream: desc.id });
+    if (desc.state !== "live") {
+      stream.ended = true;
+      stream.endInfo = desc.end || null;
     }
-  }
-
-  onStart(msg) {
-    if (this.streams.has(msg.stream)) return; // a replay for another client
-    if (this.current && this.current !== msg.stream) {
-      this.stop({ reason: "replaced by a new utterance", fromUser: false, stream: this.current });
-    }
-    this.streams.set(msg.stream, {
-      id: msg.stream,
-      sampleRate: msg.sample_rate,
-      label: msg.label || "",
-      live: !msg.ended, // a stream that had already ended when we joined is not auto-played
-      chunks: new Map(), // seq -> {samples, meta}
-      pending: [], // seqs waiting for the audio context
-      sources: new Set(),
-      nextTime: null,
-      firstStart: null,
-      scheduled: 0,
-      underruns: 0,
-      ended: false,
-      endInfo: null,
-      stopped: false,
-      done: false,
-      reported: false,
-      url: null,
-    });
-    this.current = msg.stream;
+    this.checkDone(stream);
+    registry().notify();
     this.changed();
   }
 
-  onChunk(msg, buffers, received) {
-    const stream = this.streams.get(msg.stream);
-    if (!stream || stream.chunks.has(msg.seq)) return; // unknown stream or a duplicate (replay)
-    if (!buffers.length) {
-      this.errors.push(`chunk ${msg.seq} arrived without its audio buffer`);
-      return;
+  open(desc, seen) {
+    if (this.current && this.current !== desc.id) {
+      this.stop({ reason: "replaced by a new utterance", stream: this.current });
     }
-    const samples = toFloat32(buffers[0]);
-    if (samples.length !== msg.samples) {
-      this.errors.push(`chunk ${msg.seq}: ${samples.length} samples, header says ${msg.samples}`);
-    }
-    stream.chunks.set(msg.seq, { samples, meta: msg, received });
+    const stream = {
+      id: desc.id,
+      order: desc.order ?? 0,
+      after: desc.after || null,
+      sampleRate: desc.sample_rate || 24000,
+      label: desc.label || "",
+      // Seen while still being made: it plays (from its start). Seen complete: it is offered.
+      live: desc.state === "live",
+      lateJoin: desc.state === "live" && (desc.age_ms ?? 0) > LATE_JOIN_MS && desc.chunks > 0,
+      joinedAt: seen,
+      desc,
+      chunks: new Map(), // seq -> {samples, meta, received}
+      pending: [], // seqs waiting to be scheduled (context, queue or start margin)
+      sources: new Set(),
+      requestAt: null, // page time the cell ran, estimated from the kernel's message ages
+      queueOrigin: null, // page time the speech queued ahead of this one ended
+      nextTime: null,
+      firstStart: null,
+      firstAudibleAt: null, // page time of the first audible sample
+      scheduled: [], // {seq, start, duration, gap}
+      stalls: 0,
+      stallS: 0,
+      largestGapS: 0,
+      stoppedAt: null, // audio-clock time of a stop
+      ended: false,
+      endInfo: null,
+      total: null,
+      stopped: false,
+      stopReason: "",
+      done: false,
+      reported: false,
+      url: null,
+    };
+    this.streams.set(desc.id, stream);
+    registry().streams.set(desc.id, stream);
+    this.current = desc.id;
+    return stream;
+  }
+
+  /** Each kernel message says how long after the cell ran it was sent; the earliest arrival
+   * minus its age is the best estimate of when the cell ran, on this page's clock. */
+  observeAge(stream, ageMs, seen) {
+    if (typeof ageMs !== "number") return;
+    const candidate = seen - ageMs;
+    if (stream.requestAt === null || candidate < stream.requestAt) stream.requestAt = candidate;
+  }
+
+  /** One chunk of a stream (from its chunk model): float32 samples and the kernel's metadata. */
+  addChunk(streamId, seq, samples, meta = {}, received = this.clock()) {
+    const stream = this.streams.get(streamId);
+    if (!stream || stream.chunks.has(seq)) return; // unknown stream or a duplicate
+    this.observeAge(stream, meta.age_ms, received);
+    stream.chunks.set(seq, { samples, meta, received });
     stream.url = null;
-    if (stream.live && !stream.stopped && stream.id === this.current) {
-      stream.pending.push(msg.seq);
+    if (stream.live && !stream.stopped) {
+      stream.pending.push(seq);
       // A context created while the page may play starts running by itself; one created
       // before that stays suspended until "Enable audio" (no silent resume() attempts, so the
       // blocked state is visible and stable rather than racing the browser's policy).
       this.ensureContext(stream.sampleRate);
-      if (this.ctx.state === "running") this.flush();
+      this.flush();
     }
-    this.changed();
-  }
-
-  onEnd(msg) {
-    const stream = this.streams.get(msg.stream);
-    if (!stream) return;
-    stream.ended = true;
-    stream.endInfo = msg;
-    this.checkDone(stream);
     this.changed();
   }
 
@@ -188,33 +231,63 @@ export class PlayerEngine {
   /** Ask the browser to start audio (call from a click: that is what autoplay policy wants). */
   enable() {
     const ctx = this.ensureContext(24000);
-    return ctx.resume().then(() => this.flush());
+    return ctx.resume().then(() => registry().notify());
+  }
+
+  /** Where the queue lets this stream start (audio-clock seconds), or null to keep waiting. */
+  queueStart(stream) {
+    if (!stream.after) return 0;
+    const before = registry().streams.get(stream.after);
+    if (!before || before.stopped || before.done || !before.live) return 0;
+    const complete = before.ended && before.pending.length === 0 && before.total !== null
+      && before.scheduled.length === before.total;
+    if (!complete) return null;
+    return before.nextTime === null ? 0 : before.nextTime + CELL_GAP_S;
   }
 
   flush() {
     const stream = this.streams.get(this.current);
     if (!stream || stream.stopped || !this.ctx || this.ctx.state !== "running") return;
+    if (!stream.pending.length) return;
     stream.pending.sort((a, b) => a - b);
-    while (stream.pending.length) this.schedule(stream, stream.pending.shift());
+    let floor = 0;
+    if (stream.nextTime === null) {
+      floor = this.queueStart(stream);
+      if (floor === null) return this.changed(); // queued behind another cell's speech
+    }
+    // In order only: a chunk that overtook its predecessor waits for it.
+    const expected = () => stream.scheduled.length;
+    while (stream.pending.length && stream.pending[0] === expected()) {
+      this.schedule(stream, stream.pending.shift(), floor);
+    }
     this.changed();
   }
 
-  schedule(stream, seq) {
+  schedule(stream, seq, floor) {
     const ctx = this.ctx;
     const { samples, meta, received } = stream.chunks.get(seq);
     const now = ctx.currentTime;
     const earliest = now + LEAD_S;
-    let start = earliest;
-    let underrun = false;
+    let start;
     let gap = 0;
-    if (stream.nextTime !== null) {
-      if (stream.nextTime >= earliest) {
-        start = stream.nextTime;
-      } else {
-        underrun = true;
-        gap = earliest - stream.nextTime;
-        stream.underruns += 1;
-        this.underruns += 1;
+    if (stream.nextTime === null) {
+      // The kernel may ask for a short start margin when synthesis is slower than playback:
+      // one wait before the first word instead of several stalls inside the text.
+      const margin = (meta.start_margin_ms || 0) / 1000;
+      start = Math.max(earliest + margin, floor);
+      if (floor > earliest) {
+        // Held by the queue: this speech's wait is the previous one's length, not latency.
+        stream.queueOrigin = audioToPage(ctx, floor - CELL_GAP_S, this.clock);
+      }
+    } else if (stream.nextTime >= earliest) {
+      start = stream.nextTime;
+    } else {
+      start = earliest;
+      gap = earliest - stream.nextTime;
+      if (gap > STALL_S) {
+        stream.stalls += 1;
+        stream.stallS += gap;
+        stream.largestGapS = Math.max(stream.largestGapS, gap);
       }
     }
     const buffer = ctx.createBuffer(1, samples.length, stream.sampleRate);
@@ -231,23 +304,37 @@ export class PlayerEngine {
     stream.sources.add(source);
     const duration = samples.length / stream.sampleRate;
     if (stream.firstStart === null) stream.firstStart = start;
+    if (stream.firstAudibleAt === null) {
+      const hit = firstAudible(samples);
+      if (hit >= 0) {
+        stream.firstAudibleAt = audioToPage(ctx, start + hit / stream.sampleRate, this.clock);
+        this.report(stream, false);
+      }
+    }
     stream.nextTime = start + duration;
-    stream.scheduled += 1;
+    stream.scheduled.push({ seq, start, duration, gap });
     const record = {
       stream: stream.id,
       seq,
-      index: meta.index,
+      index: meta.index ?? seq,
       samples: samples.length,
       start,
       duration,
       now,
-      underrun,
+      underrun: gap > STALL_S,
       gap,
       received_ms: received,
       scheduled_ms: this.clock(),
     };
     this.log.push(record);
-    this.post({ type: "scheduled", ...record });
+    this.post({ type: "scheduled", ...record, ahead_s: stream.nextTime - now });
+  }
+
+  /** Seconds of audio queued ahead of the speakers now (what the kernel's scheduler wants). */
+  aheadSeconds(id = this.current) {
+    const stream = this.streams.get(id);
+    if (!stream || !this.ctx || stream.nextTime === null || stream.stopped) return 0;
+    return Math.max(0, stream.nextTime - this.ctx.currentTime);
   }
 
   stop({ reason = "stopped", fromUser = false, stream: id = this.current } = {}) {
@@ -256,6 +343,7 @@ export class PlayerEngine {
     if (!stream.stopped) {
       stream.stopped = true;
       stream.stopReason = reason;
+      stream.stoppedAt = this.ctx ? this.ctx.currentTime : null;
       stream.pending = [];
       for (const source of stream.sources) {
         try {
@@ -267,29 +355,73 @@ export class PlayerEngine {
       if (fromUser) this.post({ type: "stop_request", stream: id, reason });
     }
     this.checkDone(stream);
+    registry().notify();
     this.changed();
   }
 
   checkDone(stream) {
     if (stream.done) return;
     const drained = stream.sources.size === 0 && stream.pending.length === 0;
-    if (stream.ended && (drained || stream.stopped || !stream.live)) {
+    if (stream.stopped || (stream.ended && (drained || !stream.live))) {
+      if (stream.live && !stream.stopped && stream.total !== null
+          && stream.scheduled.length < stream.total) return; // chunks still on their way
       stream.done = true;
-      if (stream.live && !stream.reported) {
-        stream.reported = true;
-        this.post({
-          type: "played",
-          stream: stream.id,
-          scheduled: stream.scheduled,
-          underruns: stream.underruns,
-          stopped: stream.stopped,
-          audio_end: stream.nextTime,
-        });
-      }
+      if (stream.live) this.report(stream, true);
+      registry().notify();
     }
   }
 
+  // -- what was heard ---------------------------------------------------------------------------
+
+  /** Seconds of this stream that reached the speakers (stalls excluded, cut at a stop). */
+  playedSeconds(stream) {
+    if (!this.ctx) return 0;
+    const until = stream.stoppedAt ?? this.ctx.currentTime;
+    return stream.scheduled.reduce(
+      (sum, s) => sum + Math.min(s.duration, Math.max(0, until - s.start)), 0);
+  }
+
+  heard(stream) {
+    let origin = stream.requestAt === null ? stream.joinedAt : stream.requestAt;
+    let since = "cell ran";
+    if (stream.lateJoin) [origin, since] = [stream.joinedAt, "page joined"];
+    if (stream.queueOrigin !== null && stream.queueOrigin > origin) {
+      [origin, since] = [stream.queueOrigin, "speech before it ended"];
+    }
+    const first = stream.firstAudibleAt === null ? null : stream.firstAudibleAt - origin;
+    return {
+      first_audible_ms: first === null ? null : Math.round(first),
+      since,
+      stalls: stream.stalls,
+      stall_ms: Math.round(stream.stallS * 1000),
+      largest_gap_ms: Math.round(stream.largestGapS * 1000),
+      played_s: Math.round(this.playedSeconds(stream) * 1000) / 1000,
+      made_s: Math.round(this.receivedSeconds(stream) * 1000) / 1000,
+      chunks: stream.scheduled.length,
+      late_join: stream.lateJoin,
+    };
+  }
+
+  report(stream, final) {
+    if (stream.reported) return;
+    if (final) stream.reported = true;
+    this.post({ type: "heard", stream: stream.id, final, stopped: stream.stopped, ...this.heard(stream) });
+  }
+
+  /** The periodic "how much is buffered" report, while a stream plays. */
+  tick() {
+    const stream = this.streams.get(this.current);
+    if (!stream || stream.done || stream.nextTime === null || !this.ctx) return;
+    this.post({ type: "buffer", stream: stream.id, ahead_s: this.aheadSeconds(), page_ms: this.clock() });
+  }
+
   // -- what views show ------------------------------------------------------------------------
+
+  receivedSeconds(stream) {
+    let samples = 0;
+    for (const chunk of stream.chunks.values()) samples += chunk.samples.length;
+    return samples / stream.sampleRate;
+  }
 
   /** Float32 pieces of a stream in order, for the full-audio element. */
   audio(id = this.current) {
@@ -308,38 +440,40 @@ export class PlayerEngine {
     return stream.url;
   }
 
+  phase(stream) {
+    const ctx = this.ctx;
+    if (!stream) return "idle";
+    if (stream.stopped) return "stopped";
+    if (!stream.live) return stream.chunks.size ? "offered" : "idle";
+    if (stream.done) return "done";
+    if (stream.pending.length && ctx && ctx.state !== "running") return "blocked";
+    if (stream.pending.length && !ctx) return "blocked";
+    if (stream.nextTime === null && stream.pending.length) return "queued";
+    if (stream.nextTime === null) return stream.ended ? "done" : "preparing";
+    if (stream.queueOrigin !== null && ctx && ctx.currentTime < stream.firstStart) return "queued";
+    return "playing";
+  }
+
   state() {
     const stream = this.streams.get(this.current);
     const ctx = this.ctx;
-    const base = {
-      audioState: ctx ? ctx.state : "unstarted",
-      underruns: this.underruns,
-      views: this.views.size,
-    };
-    if (!stream) return { ...base, phase: "waiting" };
-    const now = ctx ? ctx.currentTime : 0;
-    const played = stream.firstStart === null ? 0 : Math.max(0, Math.min(now, stream.nextTime) - stream.firstStart);
-    const scheduledSeconds = stream.firstStart === null ? 0 : stream.nextTime - stream.firstStart;
-    const receivedSeconds = [...stream.chunks.values()].reduce((n, c) => n + c.samples.length, 0) / stream.sampleRate;
-    let phase = "streaming";
-    if (stream.stopped) phase = "stopped";
-    else if (stream.done) phase = "done";
-    else if (stream.pending.length && (!ctx || ctx.state !== "running")) phase = "blocked";
-    else if (stream.ended && !stream.live) phase = "done";
+    const base = { audioState: ctx ? ctx.state : "unstarted", views: this.views.size };
+    if (!stream) return { ...base, phase: "idle" };
+    const before = stream.after ? registry().streams.get(stream.after) : null;
     return {
       ...base,
-      phase,
+      phase: this.phase(stream),
       stream: stream.id,
       label: stream.label,
+      queuedBehind: before ? before.label : "",
       chunks: stream.chunks.size,
-      totalChunks: stream.endInfo ? stream.endInfo.chunks : null,
-      scheduled: stream.scheduled,
-      streamUnderruns: stream.underruns,
+      totalChunks: stream.total,
+      scheduled: stream.scheduled.length,
       pending: stream.pending.length,
       ended: stream.ended,
-      played,
-      scheduledSeconds,
-      receivedSeconds,
+      heard: this.heard(stream),
+      played: this.playedSeconds(stream),
+      receivedSeconds: this.receivedSeconds(stream),
       stopReason: stream.stopReason || "",
       endInfo: stream.endInfo,
     };
@@ -351,10 +485,12 @@ export class PlayerEngine {
 
   dispose() {
     for (const id of this.streams.keys()) this.stop({ reason: "widget closed", stream: id });
-    registry().contextListeners.delete(this.onContextState);
-    for (const stream of this.streams.values()) if (stream.url) URL.revokeObjectURL(stream.url);
+    const shared = registry();
+    for (const stream of this.streams.values()) {
+      if (stream.url) URL.revokeObjectURL(stream.url);
+      if (shared.streams.get(stream.id) === stream) shared.streams.delete(stream.id);
+    }
     this.views.clear();
-    const players = registry().players;
-    if (players[this.playerId] === this) delete players[this.playerId];
+    if (shared.players[this.playerId] === this) delete shared.players[this.playerId];
   }
 }

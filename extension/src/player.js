@@ -1,14 +1,27 @@
 // kokoro_lab streaming player: the anywidget front-end (built into kokoro_lab/static/player.js).
 //
-// Lifecycle: `initialize` runs once per player model on the page; it owns the audio engine and
-// answers the kernel's chunks. It tells the kernel it is listening with a "ready" message (the
-// handshake: the kernel holds chunks until then, since messages sent to a front-end that has
-// not attached its handler yet would be lost). `render` runs once per view and only draws.
+// Transport (protocol 2): everything the kernel says lives in widget *state*, never only in a
+// message, because a message that reaches the page before this module has attached its
+// listener is lost, and a page that connects late (a reload, a tab opened afterwards, Voila)
+// only ever gets state. The player's `stream` trait describes the current utterance (id, label,
+// state, how many chunks exist); each chunk is its own small widget model whose id follows
+// from the stream id and the chunk's sequence number, so this module fetches chunk `n` from the
+// widget manager whenever `stream.chunks` says it exists. Nothing on the path to sound waits for
+// an answer from the kernel: the kernel handles the page's messages (schedule, buffer and
+// "heard" reports, Stop) on its main thread, which may be busy with another cell for minutes.
 
 import { PlayerEngine, registry } from "./audio.js";
 
 const engines = new Map(); // player_id -> PlayerEngine
 const ORPHAN_GRACE_MS = 1000;
+const FETCH_RETRY_MS = 200;
+const FETCH_TRIES = 100; // a page restoring widgets may create chunk models after the player
+const TICK_MS = 1000;
+
+/** The chunk model's id; the kernel names it the same way (player.py `chunk_model_id`). */
+export function chunkModelId(playerId, streamId, seq) {
+  return `kokoro-lab-${playerId}-${streamId}-${seq}`;
+}
 
 function engineFor(model) {
   const id = model.get("player_id");
@@ -20,17 +33,79 @@ function engineFor(model) {
   return engine;
 }
 
+function sleep(ms) {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+async function fetchChunk(model, playerId, streamId, seq) {
+  const id = chunkModelId(playerId, streamId, seq);
+  for (let attempt = 0; attempt < FETCH_TRIES; attempt++) {
+    try {
+      return await model.widget_manager.get_model(id);
+    } catch {
+      await sleep(FETCH_RETRY_MS);
+    }
+  }
+  throw new Error(`chunk ${seq} of stream ${streamId} never arrived`);
+}
+
+function samplesOf(pcm) {
+  // int16 little-endian PCM, scaled back the way the kernel scaled it (× 32767).
+  const view = pcm instanceof DataView ? pcm : new DataView(pcm.buffer ?? pcm);
+  const count = view.byteLength >> 1;
+  const out = new Float32Array(count);
+  for (let i = 0; i < count; i++) out[i] = view.getInt16(2 * i, true) / 32767;
+  return out;
+}
+
+/** Keep the engine in step with the `stream` trait: describe it, then fetch chunks in order. */
+function follow(model, engine) {
+  let fetching = false;
+  const fetched = new Map(); // stream id -> chunks fetched so far
+  const pump = async () => {
+    if (fetching) return;
+    fetching = true;
+    try {
+      for (;;) {
+        const desc = model.get("stream");
+        if (!desc || !desc.id) return;
+        const done = fetched.get(desc.id) ?? 0;
+        if (done >= desc.chunks) return;
+        const chunk = await fetchChunk(model, engine.playerId, desc.id, done);
+        const meta = chunk.get("meta") || {};
+        engine.addChunk(desc.id, done, samplesOf(chunk.get("pcm")), meta);
+        fetched.set(desc.id, done + 1);
+      }
+    } catch (error) {
+      engine.errors.push(String(error));
+      engine.changed();
+    } finally {
+      fetching = false;
+    }
+  };
+  const sync = () => {
+    engine.update(model.get("stream"));
+    pump().then(() => {
+      const desc = model.get("stream");
+      if (desc && (fetched.get(desc.id) ?? 0) < desc.chunks) pump();
+    });
+  };
+  return sync;
+}
+
 function initialize({ model }) {
   const engine = engineFor(model);
-  const onMessage = (msg, buffers) => engine.handle(msg, buffers);
-  model.on("msg:custom", onMessage);
+  const sync = follow(model, engine);
+  model.on("change:stream", sync);
   // Create the audio context now if the page may already play (the user has interacted with
   // it), so the first chunk does not wait for the context to start. Otherwise it is created
   // with the first chunk and, if the browser keeps it suspended, "Enable audio" appears.
   if (globalThis.navigator?.userActivation?.hasBeenActive) engine.ensureContext(24000);
-  engine.ready();
+  sync(); // whatever the kernel already made, this page plays or offers now
+  const timer = setInterval(() => engine.tick(), TICK_MS);
   return () => {
-    model.off("msg:custom", onMessage);
+    clearInterval(timer);
+    model.off("change:stream", sync);
     engine.dispose();
     engines.delete(engine.playerId);
   };
@@ -47,21 +122,44 @@ function seconds(s) {
   return `${s.toFixed(1)} s`;
 }
 
-function describe(state) {
-  const underruns = state.streamUnderruns ?? 0;
-  const tail = underruns ? ` · ${underruns} underrun${underruns > 1 ? "s" : ""}` : "";
-  const total = state.totalChunks ?? "…";
+function plural(n, word) {
+  return `${n} ${word}${n === 1 ? "" : "s"}`;
+}
+
+function stallText(heard) {
+  if (!heard || !heard.stalls) return "no stalls";
+  return `${plural(heard.stalls, "stall")} (${seconds(heard.stall_ms / 1000)})`;
+}
+
+function firstText(heard) {
+  if (!heard || heard.first_audible_ms === null || heard.first_audible_ms === undefined) return "";
+  return `first sound ${seconds(heard.first_audible_ms / 1000)} after the ${heard.since || "cell ran"}`;
+}
+
+/** The status line: what the listener is getting, in the page's own measurements. */
+export function describe(state) {
+  const heard = state.heard;
+  const chunkOf = state.totalChunks ? `chunk ${state.scheduled} of ${state.totalChunks}`
+    : `chunk ${state.scheduled}`;
   switch (state.phase) {
-    case "waiting":
-      return "Waiting for audio…";
+    case "idle":
+      return "No audio yet.";
+    case "preparing":
+      return "Preparing the first chunk…";
+    case "queued":
+      return `Queued: plays when “${state.queuedBehind || "the cell above"}” has been heard.`;
     case "blocked":
-      return `The browser blocked autoplay: ${state.pending} chunk(s) waiting. Click “Enable audio”.`;
-    case "streaming":
-      return `Playing · chunk ${state.scheduled}/${total} · ${seconds(state.played)} of ${seconds(state.receivedSeconds)}${tail}`;
-    case "stopped":
-      return `Stopped (${state.stopReason}) after ${seconds(state.played)}${tail}`;
+      return `The browser blocked autoplay: ${plural(state.pending, "chunk")} waiting. Click “Enable audio”.`;
+    case "playing":
+      return [`Playing · ${seconds(state.played)} heard of ${seconds(state.receivedSeconds)} made`,
+        chunkOf, stallText(heard)].join(" · ");
     case "done":
-      return `Done · ${state.chunks} chunks · ${seconds(state.receivedSeconds)}${tail}`;
+      return ["Done", `heard ${seconds(state.played)}`, firstText(heard), stallText(heard)]
+        .filter(Boolean).join(" · ");
+    case "stopped":
+      return `Stopped (${state.stopReason}) after ${seconds(state.played)} heard`;
+    case "offered":
+      return `Made before this page connected (${seconds(state.receivedSeconds)}): press ▶ below to listen.`;
     default:
       return state.phase;
   }
@@ -101,19 +199,19 @@ function render({ model, el }) {
     root.dataset.phase = state.phase;
     root.dataset.audioState = state.audioState;
     root.dataset.scheduled = String(state.scheduled ?? 0);
-    root.dataset.underruns = String(state.streamUnderruns ?? 0);
+    root.dataset.stalls = String(state.heard ? state.heard.stalls : 0);
     status.textContent = describe(state);
     enable.hidden = state.phase !== "blocked";
-    stop.disabled = !(state.phase === "streaming" || state.phase === "blocked");
-    const total = Math.max(state.receivedSeconds || 0, 1e-6);
-    const expected = Math.max(total, state.scheduledSeconds || 0);
-    received.style.width = `${Math.min(100, (100 * total) / expected)}%`;
-    played.style.width = `${Math.min(100, (100 * (state.played || 0)) / expected)}%`;
+    stop.hidden = !["preparing", "queued", "blocked", "playing"].includes(state.phase);
+    const made = state.receivedSeconds || 0;
+    progress.hidden = state.phase === "idle" || state.phase === "offered";
+    received.style.width = made > 0 ? "100%" : "0%";
+    played.style.width = made > 0 ? `${Math.min(100, (100 * (state.played || 0)) / made)}%` : "0%";
     const text = model.get("message");
     message.textContent = text;
     message.hidden = !text;
     note.hidden = [...engine.views].indexOf(update) <= 0;
-    const finished = state.ended && (state.phase === "done" || state.phase === "stopped");
+    const finished = ["done", "stopped", "offered"].includes(state.phase) && state.chunks > 0;
     full.hidden = !finished;
     if (finished) {
       const url = engine.wavUrl();
@@ -124,13 +222,11 @@ function render({ model, el }) {
       }
     }
     // Animate the progress bar only while audio is actually playing.
-    if (state.phase === "streaming" && state.audioState === "running") {
-      if (frame === null) {
-        frame = requestAnimationFrame(() => {
-          frame = null;
-          update();
-        });
-      }
+    if (state.phase === "playing" && state.audioState === "running" && frame === null) {
+      frame = requestAnimationFrame(() => {
+        frame = null;
+        update();
+      });
     }
   };
   engine.views.add(update);
@@ -144,7 +240,8 @@ function render({ model, el }) {
     // Output cleared or cell deleted while playing: no view is left to stop the audio, so
     // stop it (and the kernel's stream) unless a view comes back at once (a re-render).
     setTimeout(() => {
-      if (engine.views.size === 0 && engine.state().phase === "streaming") {
+      const phase = engine.state().phase;
+      if (engine.views.size === 0 && ["playing", "queued", "blocked"].includes(phase)) {
         engine.stop({ reason: "player removed from the page", fromUser: true });
       }
     }, ORPHAN_GRACE_MS);

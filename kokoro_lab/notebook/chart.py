@@ -1,30 +1,42 @@
-"""The live latency chart: how synthesis keeps ahead of playback, chunk by chunk.
+"""The latency chart: how synthesis kept ahead of playback, chunk by chunk (inline plotly).
 
-Two panels, updated as chunks arrive (plotly ``FigureWidget``):
+Two panels:
 
-* per chunk, synthesis time against the audio duration it produced (a chunk whose bar is
-  taller for synthesis than for audio was made slower than real time);
-* a timeline since the cell ran: when each chunk was synthesized and when it played, with
-  stalls (playback waiting for synthesis) drawn in red and time to first audio marked.
+* per chunk, synthesis time against the audio duration it produced (a chunk whose synthesis
+  bar is taller than its audio bar was made slower than real time);
+* a timeline since the cell ran: when each chunk was synthesized and, once a page has reported
+  it, when it played there, with stalls in red and the first audible sample marked.
 
-The rule for the playback row: a browser's own schedule (its reports) wins; until one arrives,
-or with no browser at all (headless runs), playback is *estimated* the way the engine's
-simulated player does it: each chunk starts when it is ready or when the previous one ends,
-whichever is later.
+The rules:
+
+* **Nothing here stands before the sound.** The figure is a plain plotly JSON document drawn by
+  JupyterLab's plotly renderer inside an ``ipywidgets.Output``: no ``FigureWidget`` (whose
+  multi-megabyte front-end bundle travels through the kernel for every chart), no plotly or
+  pandas import on a background thread (an import racing the main thread's leaves a
+  half-initialised module behind). It is redrawn by its own thread, at most once per
+  :data:`REDRAW_S`, and only while the player has enough audio buffered (``may_draw``); the
+  final state is always drawn, and it is what a page that connects later receives.
+* **Only measured playback is drawn as playback.** The playback lane comes from a page's own
+  reports (where each chunk was scheduled, when the first audible sample played); without a
+  page (a headless run) the chart shows synthesis only and says so, with no first-audio marker
+  and no stalls. Engine figures are labelled as the engine's.
 """
 
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
-import plotly.graph_objects as go
-from plotly.subplots import make_subplots
+from ipywidgets import Layout, Output
 
 from ..engine.metrics import SAMPLE_RATE, Chunk, first_audible_sample
 
-STALL_MS = 1.0  # a gap in playback shorter than this is rounding, not a stall
-SYN, AUD, SYN_T, PLAY_T, STALL_T, FIRST_T = range(6)
+STALL_MS = 5.0  # a gap in playback shorter than this is scheduling jitter, not a stall
+REDRAW_S = 1.0
+PLOTLY_MIME = "application/vnd.plotly.v1+json"
+SYNTHESIS, AUDIO, STALL, FIRST = "#ef6c00", "#1e88e5", "#d32f2f", "#2e7d32"
 
 
 @dataclass
@@ -35,62 +47,51 @@ class _Row:
     synthesis_ms: float
     audio_ms: float
     audible_ms: float  # offset of the first audible sample within the chunk
-    played_ms: float | None = None  # measured start in the browser, on the kernel's clock
+    start_s: float | None = None  # where a page scheduled it (its audio clock)
+
+
+def plural(count: int, word: str) -> str:
+    return f"{count} {word}{'' if count == 1 else 's'}"
 
 
 class LatencyChart:
-    """A plotly ``FigureWidget`` fed with :class:`Chunk` objects as they are synthesized."""
+    """Per-chunk synthesis and playback of one utterance, drawn off the audio's path.
 
-    def __init__(self, height: int = 420, origin: str = "the cell ran") -> None:
+    Feed it with :meth:`add_chunk` (engine chunks), :meth:`add_report` (a page's ``scheduled``
+    reports) and :meth:`set_heard` (a page's ``heard`` figures); display :attr:`widget`.
+    """
+
+    def __init__(self, height: int = 420, origin: str = "the cell ran",
+                 may_draw: Callable[[], bool] | None = None) -> None:
         """``origin`` names the moment the timeline counts from (``reset``'s ``t0``), e.g.
-        "the cell ran" for ``%%speak`` or "Speak was pressed" in the Studio."""
-        base = make_subplots(
-            rows=2, cols=1, vertical_spacing=0.2, row_heights=[0.5, 0.5],
-            subplot_titles=("Per chunk (by index): synthesis time vs audio duration",
-                            f"Timeline since {origin}"),
-        )
-        self.figure = go.FigureWidget(base)
+        "the cell ran" for ``%%speak`` or "Speak was pressed" in the Studio. ``may_draw`` says
+        whether a redraw may run now (the player has audio to spare)."""
+        self.height = height
+        self.origin = origin
+        self.may_draw = may_draw or (lambda: True)
+        self.widget = Output(layout=Layout(width="100%", max_width="900px"))
         self._lock = threading.Lock()
         self._rows: list[_Row] = []
         self._t0: float | None = None
-        self._anchor: tuple[float, float] | None = None  # (kernel ms, browser start s) of seq 0
-        with self.figure.batch_update():
-            self.figure.add_bar(name="synthesis", marker_color="#ef6c00", row=1, col=1,
-                                hovertemplate="chunk %{x}: %{y:.0f} ms synthesis<extra></extra>")
-            self.figure.add_bar(name="audio", marker_color="#1e88e5", row=1, col=1,
-                                hovertemplate="chunk %{x}: %{y:.0f} ms audio<extra></extra>")
-            for name, color in (("synthesizing", "#ef6c00"), ("playing", "#1e88e5"),
-                                ("stall", "#d32f2f")):
-                # One offset group: the timeline rows are lanes, not grouped bars side by side.
-                self.figure.add_bar(name=name, orientation="h", marker_color=color,
-                                    offsetgroup="timeline", showlegend=name == "stall",
-                                    row=2, col=1,
-                                    hovertemplate="%{customdata}<extra></extra>")
-            self.figure.add_scatter(name="first audio", mode="lines+text", row=2, col=1,
-                                    line={"color": "#2e7d32", "dash": "dash", "width": 2},
-                                    textposition="top right", hoverinfo="skip")
-            self.figure.update_layout(
-                height=height, barmode="group", margin={"l": 90, "r": 20, "t": 60, "b": 60},
-                legend={"orientation": "h", "y": -0.12, "yanchor": "top", "x": 0.0},
-                bargap=0.25,
-                title={"text": "waiting for the first chunk…", "x": 0.0, "xanchor": "left",
-                       "y": 0.99, "yanchor": "top", "font": {"size": 13}},
-            )
-            self.figure.update_xaxes(dtick=1, row=1, col=1)
-            self.figure.update_yaxes(title_text="ms", row=1, col=1)
-            self.figure.update_xaxes(ticksuffix=" ms", row=2, col=1)
-            self.figure.update_yaxes(categoryorder="array", row=2, col=1,
-                                     categoryarray=["playback", "synthesis"])
+        self._heard: dict = {}
+        self._dirty = threading.Event()
+        self._final = False
+        self._painter: threading.Thread | None = None
+        self.draws = 0  # how many times the figure was published (for tests and benchmarks)
+        self.draw_cpu_s = 0.0  # kernel CPU time spent building and publishing it
+
+    @property
+    def figure(self) -> Output:
+        """The displayable chart (kept for code written against the earlier FigureWidget)."""
+        return self.widget
 
     # -- feeding ----------------------------------------------------------------------------
 
     def reset(self, t0: float) -> None:
         """Start a new utterance whose clock starts at ``t0`` (``time.perf_counter()``)."""
         with self._lock:
-            self._t0 = t0
-            self._rows = []
-            self._anchor = None
-            self._redraw()
+            self._t0, self._rows, self._heard, self._final = t0, [], {}, False
+        self.request()
 
     def add_chunk(self, chunk: Chunk) -> None:
         with self._lock:
@@ -98,94 +99,210 @@ class LatencyChart:
                 self._t0 = chunk.queued
             hit = first_audible_sample(chunk.audio)
             self._rows.append(_Row(
-                index=chunk.index,
-                started_ms=(chunk.started - self._t0) * 1000,
-                ready_ms=(chunk.finished - self._t0) * 1000,
-                synthesis_ms=chunk.synthesis_ms,
+                index=chunk.index, started_ms=(chunk.started - self._t0) * 1000,
+                ready_ms=(chunk.finished - self._t0) * 1000, synthesis_ms=chunk.synthesis_ms,
                 audio_ms=chunk.audio_ms,
                 audible_ms=(hit if hit is not None else 0) / SAMPLE_RATE * 1000,
             ))
-            self._redraw()
+        self.request()
 
     def add_report(self, report: dict) -> None:
-        """A browser's ``scheduled`` report for chunk ``report['seq']``: measured playback."""
+        """A page's ``scheduled`` report for chunk ``report['seq']``: where it played."""
         with self._lock:
-            if self._t0 is None:
-                return
             seq = int(report["seq"])
-            if self._anchor is None:
-                # The browser reports its schedule in its audio clock; place that on ours once,
-                # using when the report reached the kernel, then keep the browser's own spacing.
-                lead = (report["start"] - report["now"]) * 1000
-                self._anchor = ((report["received"] - self._t0) * 1000 + lead, report["start"])
-            kernel_ms, browser_s = self._anchor
             if seq < len(self._rows):
-                self._rows[seq].played_ms = kernel_ms + (report["start"] - browser_s) * 1000
-                self._redraw()
+                self._rows[seq].start_s = float(report["start"])
+        self.request()
+
+    def set_heard(self, heard: dict) -> None:
+        """A page's measured figures: first audible sample, stalls, seconds played."""
+        with self._lock:
+            self._heard = dict(heard)
+        self.request()
+
+    def finish(self) -> None:
+        """Draw the final state now (the utterance ended, or a page reported what it heard)."""
+        with self._lock:
+            self._final = True
+        self.request()
 
     # -- drawing ----------------------------------------------------------------------------
 
-    def playback(self) -> list[tuple[float, float, bool]]:
-        """(start ms, end ms, measured?) per chunk on the cell's clock."""
+    def request(self) -> None:
+        """Ask for a redraw; the painter thread does it when allowed."""
+        self._dirty.set()
+        if self._painter is None:
+            self._painter = threading.Thread(target=self._paint, name="kokoro-lab-chart",
+                                             daemon=True)
+            self._painter.start()
+
+    def _paint(self) -> None:
+        last = 0.0
+        while True:
+            self._dirty.wait()
+            final = self._final
+            wait = REDRAW_S - (time.monotonic() - last)
+            if not final and (wait > 0 or not self._allowed()):
+                time.sleep(max(wait, 0.2))
+                continue
+            self._dirty.clear()
+            self.draw()
+            last = time.monotonic()
+
+    def _allowed(self) -> bool:
+        try:
+            return bool(self.may_draw())
+        except Exception:  # a broken predicate must not stop the chart
+            return True
+
+    def draw(self) -> None:
+        """Build the figure and publish it into :attr:`widget` (any thread)."""
+        started = time.thread_time()
+        try:
+            figure = self.to_dict()
+            output = {"output_type": "display_data", "metadata": {},
+                      "data": {PLOTLY_MIME: figure, "text/plain": self.title()}}
+            self.widget.outputs = (output,)
+            self.draws += 1
+        except Exception as error:  # shown in this chart's own output, never in another cell
+            self.widget.outputs = ({"output_type": "stream", "name": "stderr",
+                                    "text": f"latency chart failed: {error!r}\n"},)
+        finally:
+            self.draw_cpu_s += time.thread_time() - started
+
+    def playback(self) -> list[tuple[float, float]]:
+        """(start ms, end ms) per chunk a page played, on the cell's clock; [] without a page.
+
+        The page's schedule (its audio clock) is placed on the cell's clock by its own first
+        audible sample, which the page measured against when the cell ran.
+        """
+        with self._lock:
+            rows, heard = list(self._rows), dict(self._heard)
+        first = heard.get("first_audible_ms")
+        if not rows or rows[0].start_s is None or first is None:
+            return []
+        if heard.get("since", "cell ran") != "cell ran":
+            return []  # a late page or a queued speech: no common clock with the synthesis
+        zero = first - rows[0].audible_ms - rows[0].start_s * 1000
         spans = []
-        clock = None
-        for row in self._rows:
-            if row.played_ms is not None:
-                start, measured = row.played_ms, True
-            else:
-                start = row.ready_ms if clock is None else max(clock, row.ready_ms)
-                measured = False
-            spans.append((start, start + row.audio_ms, measured))
-            clock = start + row.audio_ms
+        for row in rows:
+            if row.start_s is None:
+                break
+            start = zero + row.start_s * 1000
+            spans.append((start, start + row.audio_ms))
         return spans
 
     def first_audio_ms(self) -> float | None:
-        spans = self.playback()
-        if not spans:
+        """The page's first audible sample after the cell ran (None until a page reports it,
+        or when the page joined late or the speech was queued behind another)."""
+        with self._lock:
+            heard = dict(self._heard)
+        if heard.get("since", "cell ran") != "cell ran":
             return None
-        return spans[0][0] + self._rows[0].audible_ms
+        return heard.get("first_audible_ms")
 
-    def _redraw(self) -> None:
-        rows = self._rows
+    def title(self) -> str:
+        with self._lock:
+            rows, heard = list(self._rows), dict(self._heard)
+        if not rows:
+            return "waiting for the first chunk…"
+        if heard.get("first_audible_ms") is not None:
+            stalls = heard.get("stalls", 0)
+            stall_text = (f"{plural(stalls, 'stall')} ({heard.get('stall_ms', 0) / 1000:.1f} s)"
+                          if stalls else "no stalls")
+            since = heard.get("since", "cell ran")
+            first = (f"first sound {heard['first_audible_ms'] / 1000:.2f} s after the {since}")
+            if not heard.get("final"):
+                return f"heard so far: {first} · {plural(len(rows), 'chunk')} made"
+            return (f"heard: {first} · {stall_text} · {heard.get('played_s', 0):.1f} s played · "
+                    f"{plural(len(rows), 'chunk')}")
+        return (f"engine (internal): first chunk ready {rows[0].ready_ms:.0f} ms · "
+                f"{plural(len(rows), 'chunk')} · no page has reported playback")
+
+    def to_dict(self) -> dict:
+        """The plotly figure as JSON-able data."""
+        with self._lock:
+            rows = list(self._rows)
         spans = self.playback()
+        first = self.first_audio_ms() if spans else None
         stalls = [(spans[i - 1][1], spans[i][0]) for i in range(1, len(spans))
                   if spans[i][0] - spans[i - 1][1] > STALL_MS]
-        first = self.first_audio_ms()
-        data = self.figure.data
-        with self.figure.batch_update():
-            data[SYN].x = [r.index for r in rows]
-            data[SYN].y = [r.synthesis_ms for r in rows]
-            data[AUD].x = [r.index for r in rows]
-            data[AUD].y = [r.audio_ms for r in rows]
-            data[SYN_T].base = [r.started_ms for r in rows]
-            data[SYN_T].x = [r.synthesis_ms for r in rows]
-            data[SYN_T].y = ["synthesis"] * len(rows)
-            data[SYN_T].customdata = [
-                f"chunk {r.index} synthesized {r.started_ms:.0f}–{r.ready_ms:.0f} ms "
-                f"(RTF {r.synthesis_ms / r.audio_ms:.2f})" if r.audio_ms else f"chunk {r.index}"
-                for r in rows
-            ]
-            data[PLAY_T].base = [s for s, _, _ in spans]
-            data[PLAY_T].x = [e - s for s, e, _ in spans]
-            data[PLAY_T].y = ["playback"] * len(spans)
-            data[PLAY_T].customdata = [
-                f"chunk {r.index} plays {s:.0f}–{e:.0f} ms ({'browser' if m else 'estimated'})"
-                for r, (s, e, m) in zip(rows, spans, strict=True)
-            ]
-            data[STALL_T].base = [a for a, _ in stalls]
-            data[STALL_T].x = [b - a for a, b in stalls]
-            data[STALL_T].y = ["playback"] * len(stalls)
-            data[STALL_T].customdata = [f"stall {b - a:.0f} ms" for a, b in stalls]
-            if first is not None:
-                data[FIRST_T].x = [first, first]
-                data[FIRST_T].y = ["synthesis", "playback"]
-                data[FIRST_T].text = ["", f"first audio {first:.0f} ms"]
-                stall_ms = sum(b - a for a, b in stalls)
-                source = "browser" if spans and spans[0][2] else "estimated"
-                self.figure.layout.title.text = (
-                    f"first audio {first:.0f} ms · {len(rows)} chunks · "
-                    f"stalls {len(stalls)} ({stall_ms:.0f} ms) · playback {source}"
-                )
-            else:
-                data[FIRST_T].x, data[FIRST_T].y, data[FIRST_T].text = [], [], []
-                self.figure.layout.title.text = "waiting for the first chunk…"
+        lanes = ["synthesis", "playback"] if spans else ["synthesis"]
+        data = [
+            _bar("synthesis", SYNTHESIS, [r.index for r in rows],
+                 [r.synthesis_ms for r in rows], "chunk %{x}: %{y:.0f} ms synthesis"),
+            _bar("audio", AUDIO, [r.index for r in rows], [r.audio_ms for r in rows],
+                 "chunk %{x}: %{y:.0f} ms of audio"),
+            _lane("synthesizing", SYNTHESIS, [(r.started_ms, r.ready_ms) for r in rows],
+                  "synthesis", [f"chunk {r.index} synthesized {r.started_ms:.0f}–"
+                                f"{r.ready_ms:.0f} ms" for r in rows], legend=False),
+        ]
+        if spans:
+            data.append(_lane("playing", AUDIO, spans, "playback",
+                              [f"chunk {r.index} played {s:.0f}–{e:.0f} ms"
+                               for r, (s, e) in zip(rows, spans, strict=False)], legend=False))
+        if stalls:
+            data.append(_lane("stall", STALL, stalls, "playback",
+                              [f"stall {b - a:.0f} ms" for a, b in stalls], legend=True))
+        shapes, annotations = [], []
+        if first is not None:
+            shapes.append({"type": "line", "xref": "x2", "yref": "y2 domain", "x0": first,
+                           "x1": first, "y0": 0, "y1": 1,
+                           "line": {"color": FIRST, "dash": "dash", "width": 2}})
+            # Above the lanes, not on the bars.
+            annotations.append({"xref": "x2", "yref": "y2 domain", "x": first, "y": 1.0,
+                                "yanchor": "bottom", "xanchor": "left", "showarrow": False,
+                                "text": f"first sound {first:.0f} ms",
+                                "font": {"color": FIRST, "size": 11}})
+        elif rows:
+            with self._lock:
+                since = self._heard.get("since")
+            note = {None: "playback: not reported by a page yet",
+                    "speech before it ended": "playback: queued, after the speech before it",
+                    "page joined": "playback: this page joined after the cell ran"}
+            annotations.append({"xref": "x2 domain", "yref": "y2 domain", "x": 1.0, "y": 1.0,
+                                "yanchor": "bottom", "xanchor": "right", "showarrow": False,
+                                "text": note.get(since, note[None]),
+                                "font": {"color": "#757575", "size": 11}})
+        return {"data": data, "layout": self._layout(lanes, shapes, annotations),
+                "config": {"displaylogo": False, "responsive": True}}
+
+    def _layout(self, lanes: list[str], shapes: list[dict], annotations: list[dict]) -> dict:
+        panel_titles = [
+            {"xref": "paper", "yref": "paper", "x": 0, "y": 0.9, "xanchor": "left",
+             "yanchor": "bottom", "showarrow": False, "font": {"size": 12},
+             "text": "Per chunk: synthesis time vs audio made"},
+            {"xref": "paper", "yref": "paper", "x": 0, "y": 0.42, "xanchor": "left",
+             "yanchor": "bottom", "showarrow": False, "font": {"size": 12},
+             "text": f"Timeline since {self.origin}"},
+        ]
+        return {
+            "height": self.height, "barmode": "group", "bargap": 0.25,
+            "margin": {"l": 80, "r": 20, "t": 64, "b": 40},
+            "title": {"text": self.title(), "x": 0, "xanchor": "left", "y": 0.985,
+                      "yanchor": "top", "font": {"size": 13}},
+            # Top right of the first panel, under the title row where the modebar appears.
+            "legend": {"orientation": "h", "x": 1.0, "xanchor": "right", "y": 0.9,
+                       "yanchor": "bottom"},
+            "xaxis": {"title": {"text": "chunk"}, "dtick": 1, "anchor": "y"},
+            "yaxis": {"title": {"text": "ms"}, "domain": [0.58, 0.88], "anchor": "x"},
+            "xaxis2": {"title": {"text": f"ms since {self.origin}"}, "anchor": "y2",
+                       "rangemode": "tozero"},
+            "yaxis2": {"domain": [0.0, 0.36], "type": "category", "categoryorder": "array",
+                       "categoryarray": list(reversed(lanes)), "anchor": "x2"},
+            "shapes": shapes, "annotations": panel_titles + annotations,
+        }
+
+
+def _bar(name: str, color: str, x: list, y: list, hover: str) -> dict:
+    return {"type": "bar", "name": name, "x": x, "y": y, "marker": {"color": color},
+            "xaxis": "x", "yaxis": "y", "hovertemplate": hover + "<extra></extra>"}
+
+
+def _lane(name: str, color: str, spans: list[tuple[float, float]], lane: str, hover: list[str],
+          legend: bool) -> dict:
+    return {"type": "bar", "orientation": "h", "name": name, "marker": {"color": color},
+            "base": [a for a, _ in spans], "x": [b - a for a, b in spans],
+            "y": [lane] * len(spans), "xaxis": "x2", "yaxis": "y2", "offsetgroup": "timeline",
+            "showlegend": legend, "customdata": hover,
+            "hovertemplate": "%{customdata}<extra></extra>"}

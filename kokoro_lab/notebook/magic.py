@@ -5,12 +5,22 @@ The rules this module implements:
 * One warm :class:`~kokoro_lab.Synthesizer` per kernel, created in the background when the
   extension loads and reused by every ``%%speak`` (``%unload_ext kokoro_lab`` stops what is
   playing and frees the ONNX Runtime sessions).
-* One utterance at a time: a new ``%%speak`` stops the one still playing.
+* **Every speaking cell is heard.** A ``%%speak`` that runs while another cell's speech is
+  still playing is queued behind it (``SpeakMagics.overlap = "queue"``, the default): its
+  synthesis starts when the one ahead has finished synthesizing, and the page plays it when
+  the one ahead has played out. That is what "Run All" on a read-along notebook needs, and it
+  is the same when cells are run one by one by hand. Running the *same* cell again replaces
+  its earlier speech (the user wants the new version); ``--now`` (or ``overlap =
+  "interrupt"``) stops everything playing or queued and speaks at once.
 * The cell returns at once (synthesis runs on a worker thread) unless ``--wait`` is given.
-* Stopping: the player's Stop button, the next ``%%speak``, or a kernel interrupt. An interrupt
-  during a ``--wait`` cell raises ``KeyboardInterrupt`` in it; an interrupt while the kernel is
-  idle (the usual case, since the cell has returned) reaches a SIGINT handler this module
-  installs in ipykernel's idle slot (ipykernel ignores SIGINT between cells otherwise).
+  Audio reaches the page from that thread whatever the main thread does next: under Run All,
+  ``--wait``, a long-running next cell, or ``.wait()`` in the same cell, it plays as soon as its
+  first chunk exists.
+* Stopping: the player's Stop button, ``--now``, or a kernel interrupt (which also empties the
+  queue). An interrupt during a ``--wait`` cell raises ``KeyboardInterrupt`` in it; an
+  interrupt while the kernel is idle (the usual case, since the cell has returned) reaches a
+  SIGINT handler this module installs in ipykernel's idle slot (ipykernel ignores SIGINT
+  between cells otherwise).
 * Bad input is a ``UsageError`` with a specific message, never a traceback.
 """
 
@@ -28,8 +38,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class, no_var_expand
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 from IPython.display import display
-from ipywidgets import VBox
-from traitlets import Bool, Float, Int, Unicode
+from traitlets import Bool, Enum, Float, Int, Unicode
 from traitlets.config import Configurable
 
 from ..engine.assets import AssetError
@@ -37,9 +46,9 @@ from ..engine.chunking import TextError
 from ..engine.sessions import SESSIONS, ProviderUnavailable
 from ..engine.synthesizer import Synthesizer
 from ..engine.voices import VoiceError
-from .chart import LatencyChart
+from .chart import LatencyChart, plural
 from .player import FrontendMissing, Player
-from .speech import Speech
+from .speech import Speech, StreamRequest
 
 # Magics written in sibling modules, registered when those modules exist.
 OPTIONAL_MAGICS = (
@@ -47,7 +56,6 @@ OPTIONAL_MAGICS = (
     ("kokoro_lab.notebook.studio", "StudioMagics"),
 )
 PREVIEW_CHARS = 60
-CHART_DEFER_S = 3.0  # the chart waits at most this long for the first chunk to be sent
 
 _FIELD = re.compile(r"\{\{|\}\}|\{([^{}]*)\}")
 
@@ -71,13 +79,6 @@ def interpolate(text: str, namespace: dict) -> tuple[str, list[str]]:
             return token
 
     return _FIELD.sub(fill, text), missing
-
-
-def _warm_plotly() -> None:
-    """Import plotly and build its subplot machinery once, so the first chart is quick."""
-    from plotly.subplots import make_subplots
-
-    make_subplots(rows=2, cols=1).add_bar(x=[0], y=[0], row=1, col=1)
 
 
 def _preview(text: str) -> str:
@@ -110,6 +111,12 @@ class SpeakMagics(Magics, Configurable):
         config=True)
     wait = Bool(False, help="Block each cell until synthesis ends (like --wait).").tag(
         config=True)
+    overlap = Enum(
+        ("queue", "interrupt"), "queue",
+        help="What a %%speak does while another cell's speech is still playing: 'queue' plays "
+             "it afterwards (every speaking cell is heard, as Run All needs); 'interrupt' stops "
+             "what plays (like --now). Re-running the same cell always replaces its own speech.",
+    ).tag(config=True)
     threads = Int(0, help="ONNX Runtime intra-op threads; 0 uses every core.").tag(config=True)
     warm_on_load = Bool(
         True, help="Load and warm the model in the background as soon as the extension loads."
@@ -120,7 +127,8 @@ class SpeakMagics(Magics, Configurable):
         self._synth: Synthesizer | None = None
         self._synth_lock = threading.Lock()
         self._warming: threading.Thread | None = None
-        self.current: Speech | None = None
+        self.speeches: list[Speech] = []  # utterances playing or queued, oldest first
+        self._order = 0
         self._sigint_installed = False
         self._saved_idle_handler = None
 
@@ -137,8 +145,6 @@ class SpeakMagics(Magics, Configurable):
         # A failure here is not lost: the first %%speak creates it again and reports the error.
         with contextlib.suppress(Exception):
             self._create()
-        with contextlib.suppress(Exception):
-            _warm_plotly()
 
     def _create(self) -> Synthesizer:
         with self._synth_lock:
@@ -177,6 +183,9 @@ class SpeakMagics(Magics, Configurable):
               help="store the result (audio, per-chunk metrics) in variable NAME")
     @argument("--wait", action="store_true",
               help="block until synthesis ends (headless runs; Ctrl-C/interrupt stops it)")
+    @argument("--now", action="store_true",
+              help="stop any speech playing or queued and speak at once (default: queue "
+                   "behind it, see SpeakMagics.overlap)")
     @argument("--no-play", action="store_true", help="no audio player")
     @argument("--no-plot", action="store_true", help="no live latency chart")
     @argument("--raw", action="store_true",
@@ -189,8 +198,9 @@ class SpeakMagics(Magics, Configurable):
         ``%%speak [options]`` speaks the cell body; ``%speak [options] text`` speaks the rest of
         the line. ``{name}`` in the text is filled from the notebook's variables (unknown names
         are left as written; ``--raw`` turns this off). The cell returns at once; a gapless
-        player and a live latency chart show the stream. A new ``%%speak`` stops the previous
-        one; so do the player's Stop button and a kernel interrupt.
+        player and a latency chart show the stream. While another cell's speech plays, this
+        one is queued behind it (``--now`` interrupts instead); re-running a cell replaces its
+        own speech. The player's Stop button and a kernel interrupt stop it.
 
         Examples::
 
@@ -230,42 +240,39 @@ class SpeakMagics(Magics, Configurable):
             precision=args.precision, lang=args.lang, output=args.output,
             wait=args.wait or self.wait, play=self.play and not args.no_play,
             plot=self.plot and not args.no_plot, requested=requested, kind=kind,
+            now=args.now or self.overlap == "interrupt",
         )
 
     def say(self, text: str, *, voice: str | None = None, speed: float | None = None,
             provider: str | None = None, precision: str | None = None, lang: str | None = None,
             output: str | None = None, wait: bool = False, play: bool = True, plot: bool = True,
-            requested: float | None = None, kind: str = "%%speak") -> Speech:
-        """What ``%%speak`` does after parsing: start (and show) one utterance.
+            requested: float | None = None, kind: str = "%%speak", now: bool = False) -> Speech:
+        """What ``%%speak`` does after parsing: start (or queue) and show one utterance.
 
         Returns the :class:`Speech`; its ``.result`` is what ``-o`` stores.
         """
         requested = time.perf_counter() if requested is None else requested
-        previous = self.current
-        if previous is not None and previous.running:
-            previous.stop(f"stopped by a newer {kind}")
-            print(f"{kind}: stopped the previous utterance "
-                  f"({len(previous.result.chunks)} chunks in)", file=sys.stderr)
-        self.current = None
         try:
             synth = self.synth
         except AssetError as e:
             raise UsageError(f"{kind}: the model could not be loaded: {e}") from None
         try:
-            stream = synth.stream(
-                text, voice=voice or self.voice, speed=self.speed if speed is None else speed,
-                lang=lang or self.lang or None, precision=precision or self.precision,
-                provider=provider or self.provider,
+            request = StreamRequest.check(
+                synth, text, voice or self.voice, self.speed if speed is None else speed,
+                lang or self.lang or None, precision or self.precision, provider or self.provider,
             )
         except (TextError, VoiceError, ProviderUnavailable, ValueError, FileNotFoundError) as e:
             raise UsageError(f"{kind}: {e}") from None
         try:
             player = Player() if play else None
         except FrontendMissing as e:
-            stream.cancel()
             raise UsageError(f"{kind}: {e}") from None
-        speech = Speech(stream, player=player, requested=requested, label=_preview(text))
-        self.current = speech
+        after = self._make_room(kind, now)
+        self._order += 1
+        speech = Speech(request, player=player, requested=requested, label=_preview(text),
+                        after=after, order=self._order)
+        speech.cell_id = _cell_id(self.shell)
+        self.speeches.append(speech)
         self._install_interrupt_handler()
         speech.start()
         if output:
@@ -273,37 +280,59 @@ class SpeakMagics(Magics, Configurable):
         if player is not None:
             display(player)
         if plot:
-            if player is None:
-                chart = LatencyChart()
-                speech.attach_chart(chart)
-                display(chart.figure)
-            else:
-                display(_deferred_chart(speech, player))
+            # Shown now (an empty Output costs nothing), drawn once audio is flowing.
+            chart = LatencyChart()
+            display(chart.widget)
+            speech.attach_chart(chart)
         if wait:
             try:
                 result = speech.wait()
             except KeyboardInterrupt:
-                print(f"{kind}: interrupted; stopped after {len(speech.result.chunks)} chunks",
-                      file=sys.stderr)
+                print(f"{kind}: interrupted; stopped after "
+                      f"{plural(len(speech.result.chunks), 'chunk')}", file=sys.stderr)
                 raise
             if result.error:
                 print(f"{kind}: synthesis failed: {result.error}", file=sys.stderr)
         return speech
 
+    @property
+    def current(self) -> Speech | None:
+        """The newest utterance still playing or queued (None when all are over)."""
+        live = self._live()
+        return live[-1] if live else None
+
+    def _live(self) -> list[Speech]:
+        self.speeches = [s for s in self.speeches if not _finished(s)]
+        return list(self.speeches)
+
+    def _make_room(self, kind: str, now: bool) -> Speech | None:
+        """Apply the overlap rule before a new utterance; returns the one to queue behind."""
+        cell = _cell_id(self.shell)
+        live = self._live()
+        if now:
+            for speech in live:
+                speech.stop(f"stopped by a newer {kind} --now")
+            return None
+        for speech in live:
+            if cell is not None and getattr(speech, "cell_id", None) == cell:
+                speech.stop(f"replaced: this cell ran again ({len(speech.result.chunks)} "
+                            "chunks in)")
+        live = [s for s in live if not s._stopping.is_set()]
+        return live[-1] if live else None
+
     # -- interrupts and unloading -----------------------------------------------------------
 
     def stop(self, reason: str = "stopped") -> None:
-        """Stop the utterance that is playing, if any."""
-        if self.current is not None and self.current.running:
-            self.current.stop(reason)
+        """Stop every utterance playing or queued."""
+        for speech in self._live():
+            speech.stop(reason)
 
     def _on_idle_sigint(self, signum, frame) -> None:
         # A signal handler runs on the main thread between bytecodes, possibly while the main
         # thread holds the player's lock (handling a browser message); stopping on another
         # thread cannot deadlock with it.
-        speech = self.current
-        if speech is not None and speech.running:
-            threading.Thread(target=speech.stop, args=("kernel interrupted",),
+        if self._live():
+            threading.Thread(target=self.stop, args=("kernel interrupted",),
                              name="kokoro-lab-interrupt", daemon=True).start()
 
     def _install_interrupt_handler(self) -> None:
@@ -331,13 +360,12 @@ class SpeakMagics(Magics, Configurable):
     def close(self, timeout: float = 60.0) -> None:
         """Stop playback, end the worker threads and drop the sessions.
 
-        Cancellation takes effect between chunks, so this waits for the chunk in progress.
+        Only speech still playing or queued is stopped; finished players keep their audio.
         """
-        speech = self.current
-        if speech is not None:
+        for speech in self._live():
             speech.stop("extension unloaded")
             speech.wait(timeout)
-        self.current = None
+        self.speeches = []
         if self._warming is not None:
             self._warming.join(timeout)
             self._warming = None
@@ -346,23 +374,26 @@ class SpeakMagics(Magics, Configurable):
         self._remove_interrupt_handler()
 
 
-def _deferred_chart(speech: Speech, player: Player) -> VBox:
-    """A placeholder that receives the latency chart once the first chunk has left the kernel.
+def _finished(speech: Speech) -> bool:
+    """Over for the listener too: synthesis ended and the page has played it out (or no page
+    reported within the audio's own length, e.g. a headless run)."""
+    if not speech.result.done:
+        return False
+    if speech.result.cancelled or speech.player is None:
+        return True
+    heard = speech.player.heard or {}
+    if heard.get("final"):
+        return True
+    # Without a final report, assume it plays out within its length after it was made.
+    ended = speech.first_ready or speech.requested
+    return time.perf_counter() > ended + speech.result.duration_s + 5.0
 
-    Building a plotly FigureWidget costs the kernel tens of milliseconds and the browser a
-    multi-megabyte bundle on first use; JupyterLab handles a kernel's widget messages in order,
-    so a chart created up front would sit between the player and its first chunk.
-    """
-    holder = VBox()
 
-    def build() -> None:
-        player.first_sent.wait(CHART_DEFER_S)
-        chart = LatencyChart()
-        speech.attach_chart(chart)
-        holder.children = (chart.figure,)
-
-    threading.Thread(target=build, name="kokoro-lab-chart", daemon=True).start()
-    return holder
+def _cell_id(shell) -> str | None:
+    """The id of the notebook cell being run (JupyterLab and Notebook 7 send it), or None."""
+    parent = getattr(shell, "parent_header", None) or {}
+    metadata = parent.get("metadata") or {}
+    return metadata.get("cellId") or None
 
 
 _LOADED: dict[int, list[Magics]] = {}  # id(shell) -> the magics instances this extension made

@@ -1,28 +1,36 @@
-"""The streaming player widget: PCM chunks to the browser as binary buffers, scheduled gaplessly.
+"""The streaming player widget: PCM chunks to the browser through widget state, played gaplessly.
 
-The protocol (version 1), all as anywidget custom messages:
+Protocol 2. Everything the kernel tells the page lives in widget **state**, so nothing is lost
+and nothing waits for the page to answer:
 
-kernel → browser
-  ``start``  ``{stream, sample_rate, label, ended}``: a new utterance; the browser drops the
-             previous one. ``ended`` is true when replaying a stream that already finished (the
-             browser then keeps it playable but does not auto-play it).
-  ``chunk``  ``{stream, seq, index, samples, …metrics}`` with one buffer: ``samples`` float32
-             little-endian mono PCM values. ``seq`` counts 0, 1, 2 … within a stream.
-  ``end``    ``{stream, chunks, samples, cancelled, reason, …}`` (the Speech adds the engine's
-             ``first_audio_ms`` and ``engine_underruns`` from its simulated playback)
-  ``stop``   ``{stream, reason}``: silence now (the next ``%%speak``, a kernel interrupt …).
+* the player's ``stream`` trait describes the current utterance:
+  ``{id, order, after, label, sample_rate, state: live|ended|stopped, chunks, samples,
+  age_ms, end, stop_reason}``; ``age_ms`` is how long after the cell ran the update was sent
+  (the page estimates when the cell ran from it), ``after`` names the stream this one is queued
+  behind (see :mod:`kokoro_lab.notebook.magic`);
+* each chunk is a small :class:`AudioChunk` widget model (int16 PCM in a binary buffer, and
+  its metrics) whose model id :func:`chunk_model_id` derives from the player, the stream and
+  the chunk's sequence number. It is opened *before* ``stream.chunks`` counts it, so a page that
+  reads the count can always fetch the chunk.
 
-browser → kernel
-  ``ready``      the front-end attached its handler (sent once per page per player).
-  ``scheduled``  ``{stream, seq, start, duration, now, underrun, gap}`` per chunk it scheduled
-                 (Web Audio clock seconds).
+Why state and not custom messages: a custom message that reaches the page before the player's
+front end has attached its listener (anywidget loads the module asynchronously) is dropped, and
+a page that connects later (a reload, a tab opened afterwards, Voila, which runs the notebook
+before any browser connects) only ever receives state. The kernel may send from any thread:
+state updates go out on IOPub at once, even while the main thread runs another cell.
+
+page → kernel, as custom messages (handled on the kernel's main thread, i.e. possibly late —
+nothing on the path to sound depends on them):
+
+  ``scheduled``     ``{stream, seq, start, duration, now, underrun, gap, ahead_s}`` per chunk
+  ``buffer``        ``{stream, ahead_s, page_ms}`` about once a second while playing
+  ``heard``         ``{stream, final, first_audible_ms, since, stalls, stall_ms,
+                    largest_gap_ms, played_s, made_s, late_join, …}`` what the page played
   ``stop_request``  the user pressed Stop.
-  ``played``     ``{stream, scheduled, underruns, stopped}`` when playback ended.
 
-The handshake rule: nothing is sent before a front-end says ``ready`` (messages to a front-end
-that has not attached its handler are lost). Until then chunks wait in the kernel; each
-``ready`` replays the current stream, and the browser ignores sequence numbers it already has,
-so a second tab or a reloaded page is safe.
+Chunks of a stream stay in the kernel until the player starts another stream (a late page can
+then still play or offer the whole utterance); a new stream closes the previous one's chunk
+models.
 """
 
 from __future__ import annotations
@@ -34,13 +42,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 import anywidget
+import ipywidgets
 import numpy as np
 import traitlets
 
 from ..engine.metrics import SAMPLE_RATE
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
-PROTOCOL = 1
+PROTOCOL = 2
+PCM_SCALE = 32767  # int16 PCM on the wire: float x → trunc(x × 32767), the WAV encoding too
 
 
 class FrontendMissing(RuntimeError):
@@ -52,7 +62,7 @@ def _static(name: str) -> Path:
     if not path.is_file():
         raise FrontendMissing(
             f"{path} is missing: the player's front-end is built from extension/ "
-            "(run `make frontend`, i.e. `cd extension && npm ci && npm run build`)"
+            "(run `make setup`, or `cd extension && npm ci && npm run build`)"
         )
     return path
 
@@ -73,6 +83,26 @@ def _load_frontend() -> None:
         Player._css = _static("player.css").read_text(encoding="utf-8")
 
 
+def chunk_model_id(player_id: str, stream_id: str, seq: int) -> str:
+    """The widget model id of chunk ``seq``; the front end computes the same (player.js)."""
+    return f"kokoro-lab-{player_id}-{stream_id}-{seq}"
+
+
+def to_pcm16(audio: np.ndarray) -> bytes:
+    """Float mono audio as int16 little-endian PCM bytes (half the size of float32)."""
+    samples = np.asarray(audio, dtype=np.float32)
+    if samples.ndim != 1:
+        raise ValueError(f"audio must be mono (1-D), got shape {samples.shape}")
+    return (np.clip(samples, -1.0, 1.0) * PCM_SCALE).astype("<i2").tobytes()
+
+
+class AudioChunk(ipywidgets.Widget):
+    """One chunk of PCM held in widget state (the base ``WidgetModel``: no view of its own)."""
+
+    pcm = traitlets.Bytes().tag(sync=True)
+    meta = traitlets.Dict().tag(sync=True)
+
+
 class Player(anywidget.AnyWidget):
     """A gapless streaming audio player for notebooks (reusable: one player, many streams).
 
@@ -85,188 +115,183 @@ class Player(anywidget.AnyWidget):
     """
 
     player_id = traitlets.Unicode().tag(sync=True)
-    sample_rate = traitlets.Int(SAMPLE_RATE).tag(sync=True)
-    # A line from the kernel shown under the controls (an error, "stopped by the next %%speak").
+    stream = traitlets.Dict().tag(sync=True)
+    # A line from the kernel shown under the controls (an error, "stopped by …").
     message = traitlets.Unicode("").tag(sync=True)
+    # What a page reported it played for the current stream (the last report wins), so a page
+    # that connects later shows the same measured figures.
+    heard = traitlets.Dict().tag(sync=True)
 
     def __init__(self, **kwargs) -> None:
         kwargs.setdefault("player_id", uuid.uuid4().hex[:12])
         _load_frontend()
         super().__init__(**kwargs)
         self._lock = threading.RLock()
-        self._stream_id: str | None = None
-        self._label = ""
-        self._chunks: list[tuple[dict, bytes]] = []  # the current stream, for replays
-        self._ended: dict | None = None
-        self._stopped: str | None = None
-        self.clients: set[str] = set()
-        self.ready_at: float | None = None  # perf_counter of the first ready handshake
-        self.sent: list[dict] = []  # one record per chunk message actually sent
+        self._chunks: list[AudioChunk] = []
+        self._requested = time.perf_counter()
+        self.sent: list[dict] = []  # one record per chunk made available to pages
         self.first_sent = threading.Event()  # set when the current stream's first chunk left
-        self.scheduled: list[dict] = []  # the browser's reports, with the kernel's receive time
-        self.played: list[dict] = []
+        self.scheduled: list[dict] = []  # the pages' schedule reports, with the receive time
+        self.buffer_reports: list[dict] = []
+        self.played: list[dict] = []  # final "heard" reports
         self._stop_callbacks: list[Callable[[str], None]] = []
-        self._schedule_callbacks: list[Callable[[dict], None]] = []
+        self._report_callbacks: list[Callable[[dict], None]] = []
         self.on_msg(self._on_frontend_msg)
 
     # -- kernel side API --------------------------------------------------------------------
 
     @property
     def stream_id(self) -> str | None:
-        return self._stream_id
+        return self.stream.get("id")
 
     @property
     def stop_reason(self) -> str | None:
         """Why the current stream was stopped (None while it is not)."""
-        return self._stopped
+        return self.stream.get("stop_reason") if self.stream.get("state") == "stopped" else None
 
     @property
-    def ready(self) -> bool:
-        return bool(self.clients)
+    def live(self) -> bool:
+        return self.stream.get("state") == "live"
 
-    def start(self, label: str = "", sample_rate: int = SAMPLE_RATE) -> str:
-        """Begin a new utterance (the browser silences the previous one); returns its id."""
-        with self._lock:
-            self._stream_id = uuid.uuid4().hex[:8]
-            self._label = label
-            self._chunks = []
-            self._ended = None
-            self._stopped = None
-            self.sent = []
-            self.first_sent.clear()
-            self.scheduled = []
-            self.played = []
-            self.sample_rate = sample_rate
-            self.message = ""
-            if self.ready:
-                self._send_start()
-            return self._stream_id
+    def start(self, label: str = "", sample_rate: int = SAMPLE_RATE, *, order: int = 0,
+              after: str | None = None, requested: float | None = None) -> str:
+        """Begin a new utterance (pages silence the previous one); returns its id.
 
-    def push(self, audio: np.ndarray, index: int | None = None, **meta) -> int:
-        """Queue one chunk of float32 mono audio; it is sent at once if a front-end is ready.
-
-        Returns the chunk's sequence number within the stream. ``meta`` (JSON values) rides
-        along in the message header, e.g. the chunk's synthesis metrics.
+        ``after`` is the id of a stream (any player's) this one is queued behind: pages start
+        it once that one has played out. ``requested`` is the ``perf_counter`` time the user
+        asked for it (the cell ran); ``age_ms`` figures count from it.
         """
         with self._lock:
-            if self._stream_id is None:
+            self._close_chunks()
+            self._requested = time.perf_counter() if requested is None else requested
+            self.sent, self.scheduled, self.buffer_reports, self.played = [], [], [], []
+            self.first_sent.clear()
+            self.message = ""
+            self.heard = {}
+            self._set_stream({
+                "id": uuid.uuid4().hex[:8], "order": order, "after": after, "label": label,
+                "sample_rate": sample_rate, "state": "live", "chunks": 0, "samples": 0,
+                "protocol": PROTOCOL,
+            })
+            return self.stream_id
+
+    def push(self, audio: np.ndarray, index: int | None = None, **meta) -> int:
+        """Make one chunk of float32 mono audio available to every page; returns its sequence
+        number. ``meta`` (JSON values) rides along, e.g. the chunk's synthesis metrics."""
+        with self._lock:
+            if self.stream_id is None:
                 raise RuntimeError("call Player.start() before pushing audio")
-            if self._ended is not None:
+            if self.stream.get("state") == "ended":
                 raise RuntimeError("this stream has ended; call Player.start() for a new one")
-            pcm = np.ascontiguousarray(audio, dtype="<f4")
-            if pcm.ndim != 1:
-                raise ValueError(f"audio must be mono (1-D), got shape {pcm.shape}")
+            pcm = to_pcm16(audio)
             seq = len(self._chunks)
-            header = {
-                "type": "chunk", "stream": self._stream_id, "seq": seq,
-                "index": seq if index is None else int(index), "samples": int(pcm.size), **meta,
-            }
-            self._chunks.append((header, pcm.tobytes()))
-            if self.ready and self._stopped is None:
-                self._send_chunk(seq)
+            header = {"seq": seq, "index": seq if index is None else int(index),
+                      "samples": len(pcm) // 2, "age_ms": self._age_ms(), **meta}
+            # Opening the chunk's comm sends it; only then does the count say it exists.
+            chunk = AudioChunk(model_id=chunk_model_id(self.player_id, self.stream_id, seq),
+                               pcm=pcm, meta=header)
+            self._chunks.append(chunk)
+            self._set_stream({**self.stream, "chunks": seq + 1,
+                              "samples": self.stream["samples"] + header["samples"]})
+            self.sent.append({"seq": seq, "bytes": len(pcm), "sent": time.perf_counter()})
+            self.first_sent.set()
             return seq
 
     def finish(self, cancelled: bool = False, reason: str = "", **meta) -> None:
-        """Mark the stream complete (the browser then offers the full audio and a WAV)."""
+        """Mark the stream complete (pages then offer the full audio and a WAV)."""
         with self._lock:
-            if self._stream_id is None or self._ended is not None:
+            if self.stream_id is None or self.stream.get("state") != "live":
                 return
-            samples = sum(len(data) // 4 for _, data in self._chunks)
-            self._ended = {
-                "type": "end", "stream": self._stream_id, "chunks": len(self._chunks),
-                "samples": samples, "cancelled": cancelled, "reason": reason, **meta,
-            }
-            if self.ready:
-                self.send(self._ended)
+            end = {"chunks": len(self._chunks), "cancelled": cancelled, "reason": reason, **meta}
+            self._set_stream({**self.stream, "state": "ended", "end": end})
 
     def stop(self, reason: str = "stopped") -> None:
-        """Silence the current stream in every browser showing it."""
+        """Silence the current stream in every page showing it (if it is still playing)."""
         with self._lock:
-            if self._stream_id is None or self._stopped is not None:
+            if self.stream_id is None or self.stream.get("state") == "stopped":
                 return
-            self._stopped = reason
             if reason:
                 self.message = reason
-            if self.ready:
-                self.send({"type": "stop", "stream": self._stream_id, "reason": reason})
+            self._set_stream({**self.stream, "state": "stopped", "stop_reason": reason})
 
     def on_stop_request(self, callback: Callable[[str], None], remove: bool = False) -> None:
-        """Call ``callback(stream_id)`` when the user presses Stop in the browser."""
+        """Call ``callback(stream_id)`` when the user presses Stop in a page."""
         _register(self._stop_callbacks, callback, remove)
 
+    def on_report(self, callback: Callable[[dict], None], remove: bool = False) -> None:
+        """Call ``callback(report)`` for each page report (``scheduled``, ``buffer``, ``heard``)
+        about the current stream; ``report["received"]`` is the kernel's receive time."""
+        _register(self._report_callbacks, callback, remove)
+
     def on_scheduled(self, callback: Callable[[dict], None], remove: bool = False) -> None:
-        """Call ``callback(report)`` for each chunk the browser scheduled (see the protocol)."""
-        _register(self._schedule_callbacks, callback, remove)
+        """Call ``callback(report)`` for each chunk a page scheduled (see the protocol)."""
+        def only_scheduled(report: dict, callback=callback) -> None:
+            if report.get("type") == "scheduled":
+                callback(report)
+
+        if remove:
+            for registered in list(self._report_callbacks):
+                if getattr(registered, "wrapped", None) == callback:
+                    self._report_callbacks.remove(registered)
+        else:
+            only_scheduled.wrapped = callback
+            self._report_callbacks.append(only_scheduled)
 
     @property
     def audio(self) -> np.ndarray:
-        """The current stream's audio so far."""
+        """The current stream's audio so far (as the pages got it: 16-bit)."""
         with self._lock:
-            parts = [np.frombuffer(data, dtype="<f4") for _, data in self._chunks]
-        return np.concatenate(parts) if parts else np.zeros(0, np.float32)
+            parts = [np.frombuffer(c.pcm, dtype="<i2") for c in self._chunks]
+        if not parts:
+            return np.zeros(0, np.float32)
+        return (np.concatenate(parts).astype(np.float32) / PCM_SCALE)
 
-    # -- sending ----------------------------------------------------------------------------
+    def close(self) -> None:
+        with self._lock:
+            self._close_chunks()
+        super().close()
 
-    def _send_start(self) -> None:
-        self.send({
-            "type": "start", "stream": self._stream_id, "sample_rate": self.sample_rate,
-            "label": self._label, "ended": self._ended is not None or self._stopped is not None,
-            "protocol": PROTOCOL,
-        })
+    # -- internals --------------------------------------------------------------------------
 
-    def _send_chunk(self, seq: int) -> None:
-        header, data = self._chunks[seq]
-        self.send(header, buffers=[data])
-        # After send returns the message is in the kernel's outgoing queue: "left the kernel".
-        self.sent.append({"seq": seq, "bytes": len(data), "sent": time.perf_counter()})
-        self.first_sent.set()
+    def _age_ms(self) -> float:
+        return round((time.perf_counter() - self._requested) * 1000, 1)
 
-    def _replay(self) -> None:
-        """Bring a (new) front-end up to date: the current stream from its start."""
-        if self._stream_id is None:
-            return
-        self._send_start()
-        already = {record["seq"] for record in self.sent}
-        for seq in range(len(self._chunks)):
-            if seq in already:
-                header, data = self._chunks[seq]
-                self.send(header, buffers=[data])  # browsers drop duplicates by seq
-            else:
-                self._send_chunk(seq)
-        if self._stopped is not None:
-            self.send({"type": "stop", "stream": self._stream_id, "reason": self._stopped})
-        if self._ended is not None:
-            self.send(self._ended)
+    def _set_stream(self, value: dict) -> None:
+        self.stream = {**value, "age_ms": self._age_ms()}
 
-    # -- receiving --------------------------------------------------------------------------
+    def _close_chunks(self) -> None:
+        for chunk in self._chunks:
+            chunk.close()
+        self._chunks = []
 
     def _on_frontend_msg(self, _widget, content: dict, buffers) -> None:
-        kind = content.get("type") if isinstance(content, dict) else None
-        received = time.perf_counter()
-        if kind == "ready":
-            with self._lock:
-                self.clients.add(str(content.get("client", "")))
-                if self.ready_at is None:
-                    self.ready_at = received
-                self._replay()
-        elif kind == "scheduled":
-            report = {**content, "received": received}
-            if report.get("stream") == self._stream_id:
-                self.scheduled.append(report)
-                for callback in list(self._schedule_callbacks):
-                    callback(report)
-        elif kind == "stop_request":
-            if content.get("stream") == self._stream_id:
-                self.stop(str(content.get("reason") or "Stop pressed"))
-                for callback in list(self._stop_callbacks):
-                    callback(self._stream_id)
-        elif kind == "played" and content.get("stream") == self._stream_id:
-            self.played.append({**content, "received": received})
+        if not isinstance(content, dict) or content.get("stream") != self.stream_id:
+            return  # malformed, or about a previous utterance
+        kind = content.get("type")
+        report = {**content, "received": time.perf_counter()}
+        if kind == "stop_request":
+            self.stop(str(content.get("reason") or "Stop pressed"))
+            for callback in list(self._stop_callbacks):
+                callback(self.stream_id)
+            return
+        if kind == "scheduled":
+            self.scheduled.append(report)
+        elif kind == "buffer":
+            self.buffer_reports.append(report)
+        elif kind == "heard":
+            fields = {k: v for k, v in content.items() if k not in ("type", "client", "protocol")}
+            self.heard = fields
+            if content.get("final"):
+                self.played.append(report)
+        else:
+            return
+        for callback in list(self._report_callbacks):
+            callback(report)
 
     # -- inspection -------------------------------------------------------------------------
 
     def timeline(self) -> list[dict]:
-        """Per chunk: when it was sent and, if a browser reported it, where it was scheduled."""
+        """Per chunk: when it was sent and, if a page reported it, where it was scheduled."""
         reports = {r["seq"]: r for r in self.scheduled}
         rows = []
         for record in self.sent:

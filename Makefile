@@ -1,21 +1,50 @@
 # Two commands matter on a fresh machine: `make demo` and `make test`. Both run `make setup`.
+# `make setup GPU=1` gives the same .venv with ONNX Runtime's GPU build in place of the CPU one.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+
+# kokoro-onnx requires the CPU `onnxruntime` wheel, and `onnxruntime-gpu` writes the same
+# `onnxruntime` module: installed side by side, whichever came last wins and the other's files
+# are half overwritten. So the GPU setup removes both and installs the GPU build alone (with
+# the CUDA and cuDNN libraries from PyPI); pip then lists only `onnxruntime-gpu`.
+# ORT_GPU_VERSION picks a release (onnxruntime-gpu <= 1.26 is built for CUDA 12, >= 1.27 for
+# CUDA 13, which needs an NVIDIA driver >= 580); empty means the newest.
+GPU ?=
+ORT_GPU_VERSION ?=
+ORT_GPU := onnxruntime-gpu[cuda,cudnn]$(if $(ORT_GPU_VERSION),==$(ORT_GPU_VERSION))
+# One stamp per flavour, and each setup removes the other's, so switching flavour re-runs it.
+ifeq ($(GPU),1)
+STAMP := $(VENV)/.setup-stamp-gpu
+else
 STAMP := $(VENV)/.setup-stamp
+endif
 
 STATIC := kokoro_lab/static/player.js
 
-.PHONY: setup demo test test-fast lint bench docs clean
+.PHONY: setup frontend demo test test-fast lint bench docs clean
 
 setup: $(STAMP) $(STATIC)
+
+frontend: $(STATIC)
 
 # Re-run setup only when the dependency list changes; `make setup` is otherwise a no-op.
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test,docs]'
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet -e '.[test,docs]'
+ifeq ($(GPU),1)
+	$(PIP) uninstall --quiet -y onnxruntime onnxruntime-gpu
+	$(PIP) install --quiet '$(ORT_GPU)'
+else
+# back from a GPU setup, the line above brought the CPU wheel over the GPU one's files
+	if $(PIP) show --quiet onnxruntime-gpu 2>/dev/null; then \
+	  $(PIP) uninstall --quiet -y onnxruntime onnxruntime-gpu && \
+	  $(PIP) install --quiet -e '.[test,docs]'; fi
+endif
 	$(VENV)/bin/kokoro-lab assets --build
+	rm -f $(VENV)/.setup-stamp $(VENV)/.setup-stamp-gpu
 	touch $(STAMP)
 
 # The browser player's source lives in extension/; the package serves the built copy, which is

@@ -30,6 +30,7 @@ _LAZY = {
     "profile": "kokoro_lab.profiling",
     "runs": "kokoro_lab.profiling",
     "audit": "kokoro_lab.profiling",
+    "doctor": "kokoro_lab.doctor",
 }
 
 
@@ -58,5 +59,5 @@ def unload_ipython_extension(ipython) -> None:
 __all__ = [
     "SAMPLE_RATE", "Chunk", "ProviderUnavailable", "Result", "Stream", "Studio", "Synthesizer",
     "TextError", "Voice", "VoiceError", "assets", "audit", "available_providers",
-    "compare_voices", "profile", "runs", "voice", "voice_map",
+    "compare_voices", "doctor", "profile", "runs", "voice", "voice_map",
 ]

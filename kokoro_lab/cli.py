@@ -1,8 +1,9 @@
 """``kokoro-lab``: the command-line front door onto the engine.
 
 Subcommands: ``speak`` (text → WAV with a per-chunk latency table), ``assets`` (what is cached,
-where, sizes and hashes), ``bench`` (kokoro-onnx against kokoro_lab in one process), and the
-ones other modules register (``render``, ``profile``) through :data:`EXTRA_COMMANDS`.
+where, sizes and hashes), ``bench`` (kokoro-onnx against kokoro_lab in one process), ``doctor``
+(is the install consistent, and the exact fix when not), and the ones other modules register
+(``render``, ``profile``) through :data:`EXTRA_COMMANDS`.
 """
 
 from __future__ import annotations
@@ -59,6 +60,13 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--repeats", type=int, default=2)
     bench.add_argument("--quick", action="store_true", help="short texts only (for tests)")
     bench.set_defaults(func=cmd_bench)
+
+    doctor = sub.add_parser("doctor", help="check the install (onnxruntime build, GPU, cache, "
+                            "notebook front end); exit 1 with the exact fix when inconsistent")
+    doctor.add_argument("--json", action="store_true")
+    doctor.add_argument("--no-probe", action="store_true",
+                        help="do not start CUDA/TensorRT on a tiny graph when a GPU is visible")
+    doctor.set_defaults(func=cmd_doctor)
 
     for module_name in EXTRA_COMMANDS:
         try:
@@ -132,6 +140,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
     report = run_benchmark(args.out, repeats=args.repeats, quick=args.quick)
     print(report.markdown())
     return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from .doctor import diagnose
+
+    report = diagnose(probe_gpu=not args.no_probe)
+    print(report.to_json() if args.json else report.text())
+    return report.exit_code
 
 
 def _clip(text: str, width: int = 60) -> str:

@@ -256,20 +256,21 @@ class SpeakMagics(Magics, Configurable):
             synth = self.synth
         except AssetError as e:
             raise UsageError(f"{kind}: the model could not be loaded: {e}") from None
+        after = self._queue_ahead(now)
         try:
             request = StreamRequest.check(
                 synth, text, voice or self.voice, self.speed if speed is None else speed,
                 lang or self.lang or None, precision or self.precision, provider or self.provider,
             )
-        except (TextError, VoiceError, ProviderUnavailable, ValueError, FileNotFoundError) as e:
-            raise UsageError(f"{kind}: {e}") from None
-        try:
             player = Player() if play else None
-        except FrontendMissing as e:
+            # Nothing ahead: start now, in the cell (so every error is reported here).
+            source = request if after is not None else request.start()
+        except (TextError, VoiceError, ProviderUnavailable, ValueError, FileNotFoundError,
+                FrontendMissing) as e:
             raise UsageError(f"{kind}: {e}") from None
-        after = self._make_room(kind, now)
+        self._make_room(kind, now)
         self._order += 1
-        speech = Speech(request, player=player, requested=requested, label=_preview(text),
+        speech = Speech(source, player=player, requested=requested, label=_preview(text),
                         after=after, order=self._order)
         speech.cell_id = _cell_id(self.shell)
         self.speeches.append(speech)
@@ -305,20 +306,25 @@ class SpeakMagics(Magics, Configurable):
         self.speeches = [s for s in self.speeches if not _finished(s)]
         return list(self.speeches)
 
-    def _make_room(self, kind: str, now: bool) -> Speech | None:
-        """Apply the overlap rule before a new utterance; returns the one to queue behind."""
-        cell = _cell_id(self.shell)
-        live = self._live()
+    def _queue_ahead(self, now: bool) -> Speech | None:
+        """The utterance a new one queues behind under the overlap rule (None: start now)."""
         if now:
-            for speech in live:
-                speech.stop(f"stopped by a newer {kind} --now")
             return None
-        for speech in live:
-            if cell is not None and getattr(speech, "cell_id", None) == cell:
+        cell = _cell_id(self.shell)
+        live = [s for s in self._live() if not s._stopping.is_set()
+                and (cell is None or getattr(s, "cell_id", None) != cell)]
+        return live[-1] if live else None
+
+    def _make_room(self, kind: str, now: bool) -> None:
+        """Stop what the new utterance replaces: everything with ``--now``, else the speech
+        of the same cell run earlier."""
+        cell = _cell_id(self.shell)
+        for speech in self._live():
+            if now:
+                speech.stop(f"stopped by a newer {kind} --now")
+            elif cell is not None and getattr(speech, "cell_id", None) == cell:
                 speech.stop(f"replaced: this cell ran again ({len(speech.result.chunks)} "
                             "chunks in)")
-        live = [s for s in live if not s._stopping.is_set()]
-        return live[-1] if live else None
 
     # -- interrupts and unloading -----------------------------------------------------------
 

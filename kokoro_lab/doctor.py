@@ -461,9 +461,9 @@ def check_distributions(facts: RuntimeFacts) -> Check:
                      f"{_listing(dists)} (the only one installing the module here{others})")
     written = (f"the module's files are {facts.owner}'s" if facts.owner
                else f"the module is a mix ({facts.owner_detail})")
-    every = "both" if len(dists) == 2 else "all"
+    every, others = ("both", "other's") if len(dists) == 2 else ("all", "others'")
     detail = (f"{_listing(dists)} {every} install the onnxruntime module: the last installed "
-              f"overwrote the others' files ({written})")
+              f"overwrote the {others} files ({written})")
     if "onnxruntime-gpu" in dists:
         fix = gpu_install_command(dists["onnxruntime-gpu"], python)
     else:

@@ -372,17 +372,6 @@ REAL_CASES = {  # voice: (text, the word that ends its first sentence)
 }
 
 
-def quiet_runs(speech: np.ndarray, frame_s: float = 0.01, least_s: float = 0.05):
-    """Stretches of at least ``least_s`` whose 10 ms frames are under 2 % of the speech's RMS."""
-    size = int(frame_s * SR)
-    frames = np.sqrt((speech[: len(speech) // size * size].astype(np.float64) ** 2)
-                     .reshape(-1, size).mean(axis=1))
-    quiet = np.concatenate([[False], frames < 0.02 * np.sqrt(np.mean(speech ** 2.0)), [False]])
-    edges = np.flatnonzero(np.diff(quiet.astype(int)))
-    return [(a * frame_s, b * frame_s) for a, b in zip(edges[::2], edges[1::2], strict=True)
-            if (b - a) * frame_s >= least_s]
-
-
 @pytest.fixture(scope="module")
 def real_words(front_and_voice, tokenizer):
     """Each real case rendered once: (text, words, trimmed speech)."""
@@ -399,6 +388,8 @@ def real_words(front_and_voice, tokenizer):
 @pytest.mark.model
 @pytest.mark.parametrize("voice", list(REAL_CASES))
 def test_real_timings_follow_the_speech(voice, real_words):
+    from benchmarks.word_timing import quiet_runs
+
     text, words, speech = real_words[voice]
     check_invariants(words, text, len(speech))
     assert all(0.05 <= w.duration <= 1.6 for w in words), words  # a word, not a pile-up

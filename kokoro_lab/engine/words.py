@@ -51,8 +51,8 @@ import numpy as np
 from kokoro_onnx.config import DEFAULT_VOCAB
 
 from .chunking import CLAUSE_MARKS, SENTENCE_MARKS
+from .metrics import SAMPLE_RATE
 
-SAMPLE_RATE = 24_000
 # One duration unit is two vocoder frames of 300 samples (split.FRAME_SAMPLES); checked against
 # the model's output length at several speeds in tests/test_words.py.
 SAMPLES_PER_UNIT = 600
@@ -172,7 +172,7 @@ def chunk_words(
             continue
         # token k is duration k + 1 (after the leading pad)
         first, last = edges[mine[0] + 1], edges[mine[-1] + 2]
-        spans.append(tuple(min(max(edge - trim_start, 0), speech_samples) / sample_rate
+        spans.append(tuple(float(min(max(edge - trim_start, 0), speech_samples)) / sample_rate
                            for edge in (first, last)))
     return [Word(word, start, end, char_start, char_end)
             for (word, char_start, char_end), (start, end) in zip(words, _fill_silent(spans),

@@ -19,7 +19,15 @@ first tokens are matched. Words the judge heard differently are left out and cou
 
 Optionally (``--aeneas-python PYTHON``, a Python with ``aeneas-ng`` installed beside
 ``ffmpeg`` and ``espeak-ng``) the same words are also aligned by aeneas, a DTW forced aligner
-that needs no model download, and compared the same way.
+that needs no model download, and compared the same way. aeneas builds C extensions against
+Festival, so it lives in its own virtualenv::
+
+    apt-get install -y festival-dev libestools-dev libespeak-ng-dev espeak-ng ffmpeg
+    python -m venv /tmp/aeneas && /tmp/aeneas/bin/pip install numpy && \
+        /tmp/aeneas/bin/pip install aeneas-ng
+
+A third, model-free reference is the sound itself: for words that follow a silence, the
+distance from the end of the silence to our start.
 
     python benchmarks/word_timing.py [--aeneas-python /path/to/python] [--out PATH]
 

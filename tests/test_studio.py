@@ -10,7 +10,9 @@ the middle of an utterance. Texts are a few words: the model is slow on a shared
 
 from __future__ import annotations
 
+import io
 import threading
+import wave
 
 import numpy as np
 import pytest
@@ -21,6 +23,7 @@ from kokoro_lab import voice
 from kokoro_lab.engine import assets
 from kokoro_lab.engine.sessions import available_providers
 from kokoro_lab.engine.voices import LANGUAGES, VoiceBank, VoiceError, describe_voice
+from kokoro_lab.notebook.clip import Clip
 from kokoro_lab.notebook.explorer import (
     Projection,
     VoiceComparison,
@@ -32,13 +35,15 @@ from kokoro_lab.notebook.studio import (
     NO_VOICE,
     Studio,
     StudioMagics,
-    _advance,
     precision_choices,
     provider_choices,
     stock_voices,
     voice_options,
 )
+from kokoro_lab.notebook.studio.utterance import _advance
 from tests.conftest import ipython_shell
+
+PCM_STEP = 1 / 32767  # the player holds what pages get: 16-bit PCM
 
 
 @pytest.fixture(scope="module")
@@ -246,14 +251,40 @@ def test_voice_map_projection_is_the_top_principal_plane():
                                                     rel=1e-4)
 
 
-def test_voice_map_hover_names_every_voice():
+def test_voice_map_hover_names_every_voice_and_the_legend_keys_colour_and_shape():
     vmap = voice_map(play=False)
     figure = vmap.figure
-    shown = [row[0] for trace in figure.data for row in trace.customdata]
+    points = [trace for trace in figure.data if trace.customdata is not None]
+    shown = [row[0] for trace in points for row in trace.customdata]
     assert sorted(shown) == stock_voices()
-    for trace in figure.data:
+    for trace in points:
         assert "%{customdata[0]}" in trace.hovertemplate
-    assert {trace.name for trace in figure.data} <= {lang for _, lang in LANGUAGES.values()}
+    assert {trace.name for trace in points} <= {lang for _, lang in LANGUAGES.values()}
+    keys = {trace.name: trace.marker.symbol for trace in figure.data if trace.customdata is None}
+    assert keys == {"female": "circle", "male": "square"}  # the shapes are in the legend
+    assert figure.layout.legend.orientation == "h" and figure.layout.modebar.orientation == "v"
+
+
+def test_voice_map_labels_do_not_overlap():
+    from kokoro_lab.notebook.explorer import LABEL_FONT, MAP_HEIGHT, MAP_MARGIN, MAP_MIN_WIDTH
+    from kokoro_lab.notebook.labels import label_box, to_pixels
+
+    vmap = voice_map(blends=["af_heart:0.5,bm_george:0.5"], play=False)
+    width = MAP_MIN_WIDTH - MAP_MARGIN["l"] - MAP_MARGIN["r"]
+    height = MAP_HEIGHT - MAP_MARGIN["t"] - MAP_MARGIN["b"]
+    boxes = []
+    for trace in vmap.figure.data:
+        if trace.customdata is None:
+            continue
+        pixels = to_pixels(list(zip(trace.x, trace.y, strict=True)), vmap.figure.layout.xaxis.range,
+                           vmap.figure.layout.yaxis.range, width, height)
+        for (px, py), text, spot in zip(pixels, trace.text, trace.textposition, strict=True):
+            if text:
+                boxes.append(label_box(px, py, text, spot, LABEL_FONT, trace.marker.size))
+    assert len(boxes) >= 30  # most voices keep a label; the crowded rest have their hover
+    assert "af_heart:0.5,bm_george:0.5" in [t for tr in vmap.figure.data for t in tr.text or ()]
+    overlapping = [(a, b) for i, a in enumerate(boxes) for b in boxes[i + 1:] if a.overlaps(b)]
+    assert not overlapping
 
 
 @pytest.mark.model
@@ -290,9 +321,11 @@ def test_widget_state_drives_the_synthesizer(synth):
     assert len(direct.chunks) == len(result.chunks)
     np.testing.assert_allclose(result.audio, direct.audio, atol=1e-4)
     # The panel's player holds the utterance; the chart plotted every chunk.
-    np.testing.assert_array_equal(studio.player.audio, result.audio)
-    assert list(studio.chart.figure.data[0].x) == [c.index for c in result.chunks]
-    assert "complete" in studio.status.value and studio.stop_button.disabled
+    np.testing.assert_allclose(studio.player.audio, result.audio, atol=PCM_STEP)
+    figure = studio.chart.to_dict()
+    assert figure["data"][0]["x"] == [c.index for c in result.chunks]
+    assert figure["layout"]["xaxis2"]["title"]["text"] == "ms since Speak was pressed"
+    assert "complete · 1 chunk ·" in studio.status.value
 
 
 @pytest.mark.model
@@ -336,7 +369,7 @@ def test_chunks_are_paced_to_playback_and_stop_ends_the_utterance(synth):
 
         sent.append((time.perf_counter(), chunk.audio_ms / 1000))
         if chunk.index == 1:
-            studio.stop_button.click()
+            press_stop_in_the_page(studio.player)
 
     result = studio.speak()
     studio.utterance.on_chunk.append(record_and_stop)
@@ -346,7 +379,28 @@ def test_chunks_are_paced_to_playback_and_stop_ends_the_utterance(synth):
     # No chunk left before the player (estimated, no browser here) was within `lead` of it.
     (t0, d0), (t1, _) = sent
     assert t1 >= t0 + d0 - lead - 0.05
-    assert studio.stop_button.disabled and "stopped" in studio.status.value
+    assert "stopped (Stop pressed)" in studio.status.value
+
+
+def press_stop_in_the_page(player) -> None:
+    """What the player's Stop button sends (the Studio's only Stop when it has a player)."""
+    request = {"type": "stop_request", "stream": player.stream_id, "reason": "Stop pressed"}
+    player._handle_msg({"content": {"data": {"method": "custom", "content": request}},
+                        "buffers": []})
+
+
+def test_the_panel_has_one_stop_button():
+    studio = offline_studio()
+    assert studio.player is not None and studio.stop_button is None
+    found = []
+
+    def collect(widget):
+        found.append(widget)
+        for child in getattr(widget, "children", ()):
+            collect(child)
+
+    collect(studio)
+    assert not [w for w in found if getattr(w, "description", "") == "Stop"]
 
 
 @pytest.mark.model
@@ -394,9 +448,11 @@ def test_compare_voices_renders_a_grid_with_measured_figures(synth):
         assert row["rtf"] == pytest.approx(
             sum(c.synthesis_ms for c in chunks) / (row["duration_s"] * 1000), rel=1e-2)
         assert 0 < row["first_audio_ms"] < 60_000
-    for card in comparison.widget.children:
-        player = card.children[-1]
-        assert type(player).__name__ == "Player" and player.audio.size > 0
+    for card, take in zip(comparison.widget.children, comparison.takes.values(), strict=True):
+        clip = card.children[-1]  # finished audio: a clip, no streaming player and no Stop
+        assert isinstance(clip, Clip) and clip.filename.endswith(".wav")
+        with wave.open(io.BytesIO(clip.wav)) as wav:
+            assert wav.getframerate() == 24000 and wav.getnframes() == len(take.result.audio)
         assert "RTF" in card.children[1].value
 
 
@@ -421,7 +477,7 @@ def test_clicking_the_map_speaks_that_voice(synth):
     # nor ended the newer stream.
     assert result.state == "complete" and result.voice == "bm_george", result.error
     assert "bm_george" in vmap.status.value
-    np.testing.assert_array_equal(vmap.player.audio, result.audio)
+    np.testing.assert_allclose(vmap.player.audio, result.audio, atol=PCM_STEP)
 
 
 # -- %speak_studio --------------------------------------------------------------------------

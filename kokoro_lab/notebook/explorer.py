@@ -20,6 +20,7 @@ The rules this module implements:
 from __future__ import annotations
 
 import html
+import re
 import threading
 import time
 from collections.abc import Sequence
@@ -33,21 +34,36 @@ from ..engine import assets
 from ..engine.metrics import Result
 from ..engine.synthesizer import Stream, Synthesizer
 from ..engine.voices import GENDERS, LANGUAGES, Voice, VoiceError, describe_voice, parse
+from .clip import Clip
+from .labels import place_labels
 from .player import FrontendMissing, Player
-from .studio import Settings, Utterance, shared_synthesizer
+from .studio.shared import shared_synthesizer
+from .studio.utterance import Settings, Utterance
 
 DEFAULT_VOICES = ("af_heart", "am_michael", "bf_emma", "bm_george")
 DEFAULT_SAMPLE = "Hello! This is how I sound."
-CARD_WIDTH = "270px"
+CARD_WIDTH = "320px"  # narrower, and the audio controls squeeze their seek bar away
 LANGUAGE_COLORS = dict(zip(LANGUAGES, (
     "#1e88e5", "#43a047", "#e53935", "#8e24aa", "#fb8c00", "#00897b", "#d81b60", "#6d4c41",
     "#3949ab",
 ), strict=True))
 GENDER_SYMBOLS = {"f": "circle", "m": "square"}
+MAP_HEIGHT = 600
+# The legend sits in the bottom margin; the toolbar (modebar) runs down the right one, so it
+# never covers the title.
+MAP_MARGIN = {"l": 60, "r": 44, "t": 60, "b": 130}
+MAP_MIN_WIDTH = 640  # the narrowest the map is expected to be drawn: labels are placed for it
+MARKER_SIZE = 11
+LABEL_FONT = 10
 
 
 def _resolve(synth: Synthesizer, spec: str | Voice) -> Voice:
     return synth.resolve_voice(spec)  # raises VoiceError with a suggestion for unknown names
+
+
+def _file_name(label: str) -> str:
+    """A download name for a voice label (blend specs hold ``:`` and ``,``)."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", label).strip("_") + ".wav"
 
 
 def _describe(spec: Voice) -> str:
@@ -178,23 +194,15 @@ class VoiceComparison:
         figures = widgets.HTML(
             "<table style='font-size:90%'>"
             f"<tr><td>duration</td><td><b>{take.duration_s:.2f} s</b></td></tr>"
-            f"<tr><td>first audio</td><td><b>{take.first_audio_ms:.0f} ms</b></td></tr>"
+            f"<tr><td>first audio (engine)</td><td><b>{take.first_audio_ms:.0f} ms</b></td></tr>"
             f"<tr><td>RTF</td><td><b>{take.rtf:.2f}</b></td></tr>"
             f"<tr><td>chunks</td><td>{len(take.result.chunks)}</td></tr></table>"
         )
         children = [card.children[0], figures]
         if self.play:
-            try:
-                # A fresh player that has never met a browser: its first front-end gets the
-                # finished stream in one replay, marked ended, so it is playable, not playing.
-                player = Player()
-                player.start(label=f"{take.voice}: {self.text[:40]}")
-                for chunk in take.result.chunks:
-                    player.push(chunk.audio, index=chunk.index, text=chunk.text)
-                player.finish()
-                children.append(player)
-            except FrontendMissing as error:
-                children.append(widgets.HTML(f"<i>{html.escape(str(error))}</i>"))
+            # Finished audio: the browser's own controls and a download link, not a streaming
+            # player (whose Stop and progress bar mean nothing for a clip that is complete).
+            children.append(Clip(take.result.audio, filename=_file_name(take.voice)))
         card.children = tuple(children)
 
     # -- the caller's side ------------------------------------------------------------------
@@ -336,45 +344,82 @@ class VoiceMap:
         return tuple(float(v) for v in self.projection.explained)
 
     def _draw(self, names: list[str]) -> go.FigureWidget:
+        labels = {n: describe_voice(n)["display"] for n in names}
+        labels.update({b.label: b.label for b in self.blends})
+        spots = self._label_spots(labels)
         figure = go.FigureWidget()
-        px, py = self.explained_variance
         for code, (_, language) in LANGUAGES.items():
             members = [n for n in names if n[:1] == code]
-            if not members:
-                continue
-            figure.add_scatter(
-                name=language, mode="markers+text", text=[describe_voice(n)["display"]
-                                                         for n in members],
-                textposition="top center", textfont={"size": 9},
-                x=[self.coords[n][0] for n in members], y=[self.coords[n][1] for n in members],
-                customdata=[[n, describe_voice(n)["display"], language,
-                             GENDERS.get(n[1:2], "?")] for n in members],
-                marker={"size": 11, "color": LANGUAGE_COLORS[code],
-                        "symbol": [GENDER_SYMBOLS.get(n[1:2], "diamond") for n in members],
-                        "line": {"width": 1, "color": "white"}},
-                hovertemplate="<b>%{customdata[1]}</b> (%{customdata[0]})<br>"
-                              "%{customdata[2]}, %{customdata[3]}<extra></extra>",
-            )
+            if members:
+                figure.add_scatter(name=language, **self._points(
+                    members, labels, spots, [[n, labels[n], language, GENDERS.get(n[1:2], "?")]
+                                             for n in members]),
+                    marker={"size": MARKER_SIZE, "color": LANGUAGE_COLORS[code],
+                            "symbol": [GENDER_SYMBOLS.get(n[1:2], "diamond") for n in members],
+                            "line": {"width": 1, "color": "white"}},
+                    hovertemplate="<b>%{customdata[1]}</b> (%{customdata[0]})<br>"
+                                  "%{customdata[2]}, %{customdata[3]}<extra></extra>")
         if self.blends:
-            figure.add_scatter(
-                name="blends", mode="markers+text", text=[b.label for b in self.blends],
-                textposition="bottom center", textfont={"size": 9},
-                x=[self.coords[b.label][0] for b in self.blends],
-                y=[self.coords[b.label][1] for b in self.blends],
-                customdata=[[b.label, _describe(b), "blend", ""] for b in self.blends],
+            keys = [b.label for b in self.blends]
+            figure.add_scatter(name="blends", **self._points(
+                keys, labels, spots, [[b.label, _describe(b), "blend", ""] for b in self.blends]),
                 marker={"size": 14, "color": "black", "symbol": "star"},
-                hovertemplate="<b>%{customdata[0]}</b><br>%{customdata[1]}<extra></extra>",
-            )
-        figure.update_layout(
-            height=520, margin={"l": 50, "r": 20, "t": 50, "b": 50},
-            title={"text": "Voices by style (PCA of the style vectors); click one to hear it",
-                   "font": {"size": 14}},
-            xaxis_title=f"PC 1 ({px:.0%} of variance)", yaxis_title=f"PC 2 ({py:.0%})",
-            legend={"font": {"size": 10}},
-        )
+                hovertemplate="<b>%{customdata[0]}</b><br>%{customdata[1]}<extra></extra>")
+        for gender, symbol in GENDER_SYMBOLS.items():  # the shapes' key: legend entries only
+            figure.add_scatter(name=GENDERS[gender], x=[None], y=[None],
+                               mode="markers", hoverinfo="skip",
+                               marker={"size": MARKER_SIZE, "color": "#9e9e9e",
+                                       "symbol": symbol})
+        figure.update_layout(self._layout())
+        figure._config = {"displaylogo": False, "responsive": True}
         for trace in figure.data:
             trace.on_click(self._on_click)
         return figure
+
+    def _ranges(self) -> tuple[tuple[float, float], tuple[float, float]]:
+        xs, ys = zip(*self.coords.values(), strict=True)
+
+        def padded(values) -> tuple[float, float]:
+            low, high = min(values), max(values)
+            pad = (high - low) * 0.06 or 1.0
+            return low - pad, high + pad
+
+        return padded(xs), padded(ys)
+
+    def _label_spots(self, labels: dict[str, str]) -> dict[str, str | None]:
+        """Where each point's label goes (None: no room; the name is on hover)."""
+        keys = list(self.coords)
+        x_range, y_range = self._ranges()
+        blends = {b.label for b in self.blends}
+        spots = place_labels(
+            [self.coords[k] for k in keys], [labels[k] for k in keys], x_range=x_range,
+            y_range=y_range, width_px=MAP_MIN_WIDTH - MAP_MARGIN["l"] - MAP_MARGIN["r"],
+            height_px=MAP_HEIGHT - MAP_MARGIN["t"] - MAP_MARGIN["b"], font_size=LABEL_FONT,
+            marker_size=MARKER_SIZE, first=[i for i, k in enumerate(keys) if k in blends])
+        return dict(zip(keys, spots, strict=True))
+
+    def _points(self, keys: list[str], labels: dict[str, str], spots: dict[str, str | None],
+                customdata: list[list[str]]) -> dict:
+        return {"mode": "markers+text", "x": [self.coords[k][0] for k in keys],
+                "y": [self.coords[k][1] for k in keys],
+                "text": [labels[k] if spots[k] else "" for k in keys],
+                "textposition": [spots[k] or "top center" for k in keys],
+                "textfont": {"size": LABEL_FONT}, "customdata": customdata}
+
+    def _layout(self) -> dict:
+        px, py = self.explained_variance
+        x_range, y_range = self._ranges()
+        return {
+            "height": MAP_HEIGHT, "margin": MAP_MARGIN, "modebar": {"orientation": "v"},
+            "title": {"text": "Voices by style (PCA of the style vectors): click one to hear "
+                              "it; hover for names", "x": 0, "xanchor": "left",
+                      "font": {"size": 14}},
+            "xaxis": {"title": {"text": f"PC 1 ({px:.0%} of variance)"}, "range": x_range},
+            "yaxis": {"title": {"text": f"PC 2 ({py:.0%})"}, "range": y_range},
+            "legend": {"orientation": "h", "x": 0, "xanchor": "left", "y": -0.14,
+                       "yanchor": "top", "font": {"size": 11},
+                       "title": {"text": "colour: language · shape: gender"}},
+        }
 
     # -- clicking ---------------------------------------------------------------------------
 

@@ -265,7 +265,7 @@ class LatencyChart:
                                 "text": note.get(since, note[None]),
                                 "font": {"color": "#757575", "size": 11}})
         return {"data": data, "layout": self._layout(lanes, shapes, annotations),
-                "config": {"displaylogo": False, "responsive": True}}
+                "config": {"displaylogo": False}}
 
     def _layout(self, lanes: list[str], shapes: list[dict], annotations: list[dict]) -> dict:
         panel_titles = [
@@ -284,7 +284,7 @@ class LatencyChart:
             # Top right of the first panel, under the title row where the modebar appears.
             "legend": {"orientation": "h", "x": 1.0, "xanchor": "right", "y": 0.9,
                        "yanchor": "bottom"},
-            "xaxis": {"title": {"text": "chunk"}, "dtick": 1, "anchor": "y"},
+            "xaxis": {"dtick": 1, "tickprefix": "chunk ", "anchor": "y"},
             "yaxis": {"title": {"text": "ms"}, "domain": [0.58, 0.88], "anchor": "x"},
             "xaxis2": {"title": {"text": f"ms since {self.origin}"}, "anchor": "y2",
                        "rangemode": "tozero"},

@@ -253,9 +253,10 @@ class SpeakMagics(Magics, Configurable):
         """
         requested = time.perf_counter() if requested is None else requested
         try:
-            synth = self.synth
+            synth = self.synth  # the first %%speak of a kernel waits here for the model
         except AssetError as e:
             raise UsageError(f"{kind}: the model could not be loaded: {e}") from None
+        model_wait_ms = (time.perf_counter() - requested) * 1000
         after = self._queue_ahead(now)
         try:
             request = StreamRequest.check(
@@ -273,6 +274,7 @@ class SpeakMagics(Magics, Configurable):
         speech = Speech(source, player=player, requested=requested, label=_preview(text),
                         after=after, order=self._order)
         speech.cell_id = _cell_id(self.shell)
+        speech.model_wait_ms = model_wait_ms
         self.speeches.append(speech)
         self._install_interrupt_handler()
         speech.start()

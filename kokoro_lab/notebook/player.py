@@ -134,6 +134,7 @@ class Player(anywidget.AnyWidget):
         self.scheduled: list[dict] = []  # the pages' schedule reports, with the receive time
         self.buffer_reports: list[dict] = []
         self.played: list[dict] = []  # final "heard" reports
+        self.push_cpu_s = 0.0  # kernel CPU time spent handing chunks to pages (benchmarks)
         self._stop_callbacks: list[Callable[[str], None]] = []
         self._report_callbacks: list[Callable[[dict], None]] = []
         self.on_msg(self._on_frontend_msg)
@@ -178,6 +179,7 @@ class Player(anywidget.AnyWidget):
     def push(self, audio: np.ndarray, index: int | None = None, **meta) -> int:
         """Make one chunk of float32 mono audio available to every page; returns its sequence
         number. ``meta`` (JSON values) rides along, e.g. the chunk's synthesis metrics."""
+        started = time.thread_time()
         with self._lock:
             if self.stream_id is None:
                 raise RuntimeError("call Player.start() before pushing audio")
@@ -195,6 +197,7 @@ class Player(anywidget.AnyWidget):
                               "samples": self.stream["samples"] + header["samples"]})
             self.sent.append({"seq": seq, "bytes": len(pcm), "sent": time.perf_counter()})
             self.first_sent.set()
+            self.push_cpu_s += time.thread_time() - started
             return seq
 
     def finish(self, cancelled: bool = False, reason: str = "", **meta) -> None:

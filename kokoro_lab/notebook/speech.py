@@ -102,6 +102,19 @@ class SpeakResult(Result):
         player = self.player
         return dict(player.heard) if player is not None and player.heard else None
 
+    def heard_widget(self):
+        """A small table of what the page played, filled in when its report reaches the
+        kernel (under Run All that is once the kernel is idle again), for notebooks that show
+        the heard figures in a cell."""
+        from ipywidgets import HTML
+
+        view = HTML(_rows_html(heard_rows(self.heard)))
+        player = self.player
+        if player is not None:
+            player.observe(lambda _change: setattr(
+                view, "value", _rows_html(heard_rows(self.heard))), names="heard")
+        return view
+
     @property
     def timings(self) -> dict:
         """Latency milestones of this utterance, see :meth:`Speech.timings`."""
@@ -163,11 +176,7 @@ class SpeakResult(Result):
             head["kernel (internal): first chunk sent to the page"] = _ms(timings["first_sent_ms"])
         if self.error:
             head["error"] = self.error
-        parts = ['<div class="kokoro-result">', "<table>"]
-        parts += [f"<tr><th style='text-align:left'>{html.escape(str(k))}</th>"
-                  f"<td style='text-align:left'>{html.escape(str(v))}</td></tr>"
-                  for k, v in head.items()]
-        parts.append("</table>")
+        parts = ['<div class="kokoro-result">', _rows_html(head)]
         if rows and self.duration_s <= HTML_AUDIO_LIMIT_S:
             parts.append(f'<audio controls src="data:audio/wav;base64,{self._wav_base64()}">'
                          "</audio>")
@@ -202,6 +211,13 @@ def heard_rows(heard: dict | None) -> dict[str, str]:
         "heard: played": f"{heard.get('played_s', 0):.1f} s of {heard.get('made_s', 0):.1f} s "
                          "made" + ("" if heard.get("final") else " (still playing)"),
     }
+
+
+def _rows_html(rows: dict) -> str:
+    return "<table>" + "".join(
+        f"<tr><th style='text-align:left'>{html.escape(str(k))}</th>"
+        f"<td style='text-align:left'>{html.escape(str(v))}</td></tr>"
+        for k, v in rows.items()) + "</table>"
 
 
 def _chunk_table(rows: list[dict]) -> str:
@@ -244,6 +260,8 @@ class Speech:
         self.requested = (source.queued if self.stream is not None else time.perf_counter()) \
             if requested is None else requested
         self.first_ready: float | None = None
+        self.cell_id: str | None = None  # the notebook cell that asked for it (re-run rule)
+        self.model_wait_ms = 0.0  # how long the request waited for the model to be loaded
         self.synthesized = threading.Event()  # set when this utterance's synthesis is over
         self._stop_reason = ""
         self._stopping = threading.Event()

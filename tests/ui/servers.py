@@ -18,7 +18,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 CHROMIUM = os.environ.get("KOKORO_LAB_CHROMIUM", "/usr/bin/chromium")
@@ -128,10 +128,8 @@ def jupyter_server(kind: str = "lab", base: Path | None = None):
                 yield server
             finally:
                 if process.poll() is None:
-                    try:
+                    with suppress(OSError):
                         server.shutdown_kernels()
-                    except OSError:
-                        pass
                 process.terminate()
                 try:
                     process.wait(20)

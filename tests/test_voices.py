@@ -51,9 +51,13 @@ def test_bad_blend_syntax_says_what_is_wrong(spec, message):
         parse(spec)
 
 
-def test_unknown_voice_suggests_close_names(bank):
-    with pytest.raises(VoiceError, match="unknown voice 'af_hart'.*af_heart"):
+def test_unknown_voice_suggests_close_names_and_where_to_list_them_all(bank):
+    with pytest.raises(VoiceError, match="unknown voice 'af_hart'; did you mean af_heart") as info:
         bank.table("af_hart")
+    message = str(info.value)
+    assert "All 54 names: kokoro_lab.Synthesizer().voices" in message and "…" not in message
+    with pytest.raises(VoiceError, match="unknown voice 'qq_zz'; All 54 names"):
+        bank.table("qq_zz")  # nothing close: still says where the names are
 
 
 def test_language_and_gender_come_from_the_name():

@@ -161,8 +161,11 @@ class VoiceBank:
         return table[min(max(token_count, 1), len(table)) - 1]
 
     def _suggest(self, name: str) -> str:
+        """Close matches, and where to read every name (a sample of six helps nobody)."""
         import difflib
 
         close = difflib.get_close_matches(name, self.names, n=3)
         hint = f"did you mean {', '.join(close)}? " if close else ""
-        return f"{hint}{len(self._tables)} voices available, e.g. {', '.join(self.names[:6])}…"
+        return (f"{hint}All {len(self._tables)} names: kokoro_lab.Synthesizer().voices "
+                "(a name reads language, gender, name: af_heart is American English, female, "
+                "Heart)")

@@ -6,6 +6,7 @@ user's own log is never touched.
 
 from __future__ import annotations
 
+import html
 import math
 import multiprocessing
 import sqlite3
@@ -97,14 +98,37 @@ def test_profile_is_logged_and_plotted(report, tmp_path):
 
 @pytest.mark.asr
 @pytest.mark.model
-def test_profile_quality_columns():
-    report = profile(TEXT, providers=["cpu"], precisions=["int8"], repeats=1, progress=False,
-                     log=False, quality=True)
-    (cell,) = report.cells
-    assert cell.quality["log_mel_db_vs_cpu_int8"] == 0.0  # the reference against itself
-    assert cell.quality["finite"] == 1.0
-    assert 0.0 <= cell.quality["wer"] <= 0.34  # "hello there world": at most one word wrong
-    assert report.summary()[0]["wer"] == cell.quality["wer"]
+def test_profile_judges_each_row_by_ear_and_logs_it(tmp_path):
+    from kokoro_lab.profiling.judges import reference_rendering
+
+    report = profile(TEXT, providers=["cpu"], precisions=["int8", "fp32"], repeats=1,
+                     progress=False, run_log=tmp_path / "runs.sqlite", quality=True)
+    int8, fp32 = report.cells
+    for cell in report.cells:
+        scores = cell.quality
+        assert scores["finite"] == 1.0 and scores["pesq_chunks"] >= 1
+        assert 0.0 <= scores["wer"] <= 0.34  # "hello there world": at most one word wrong
+        assert 1.0 <= scores["pesq_wb_min"] <= scores["pesq_wb"] <= 4.65
+        for name in ("ovrl", "sig", "bak", "p808"):
+            assert 1.0 <= scores[f"dnsmos_{name}"] <= 5.0
+    # fp32 on the CPU makes the reference's own chunks: PESQ hears them as the same.
+    assert fp32.quality["pesq_wb_min"] > 4.5
+    reference = report.reference
+    assert reference["label"] == "kokoro-onnx create, fp32 graph on cpu"
+    assert 1.0 <= reference["dnsmos_ovrl"] <= 5.0 and reference["wer"] <= 0.34
+    assert reference_rendering(TEXT, "af_heart").cached  # rendered once, then cached
+    # Shown beside the speed figures, and stored in the run log.
+    table = report.markdown()
+    assert "| WER | PESQ-WB mean (min) | DNSMOS OVRL / SIG / P.808 |" in table
+    assert f"{int8.quality['pesq_wb']:.2f} ({int8.quality['pesq_wb_min']:.2f})" in table
+    assert "rendered whole by kokoro-onnx create, fp32 graph on cpu" in table
+    logged = {r.precision: r for r in runlog.RunLog(report.run_log).runs(batch=report.batch)}
+    for cell in report.cells:
+        for name in ("wer", "pesq_wb", "pesq_wb_min", "dnsmos_ovrl", "dnsmos_sig",
+                     "dnsmos_p808"):
+            assert logged[cell.precision].figures[name] == pytest.approx(cell.quality[name])
+        assert logged[cell.precision].figures["reference_dnsmos_ovrl"] == pytest.approx(
+            reference["dnsmos_ovrl"])
 
 
 def test_profile_rejects_bad_arguments_before_loading_anything():
@@ -118,7 +142,7 @@ def test_profile_rejects_bad_arguments_before_loading_anything():
         profile("  ", providers=["cpu"], precisions=["int8"])
 
 
-def _fake_report() -> ProfileReport:
+def _fake_report(quality: dict | None = None, absent: list | None = None) -> ProfileReport:
     chunks = [
         {"index": 0, "phonemes": 20, "start_ms": 0.0, "ready_ms": 500.0, "synthesis_ms": 500.0,
          "audio_ms": 300.0, "rtf": 1.67},
@@ -129,19 +153,70 @@ def _fake_report() -> ProfileReport:
                "synthesis_ms": 1200.0, "audio_ms": 1800.0, "total_ms": 1200.0,
                "underrun_ms": 400.0}
     cell = Cell("cpu", "int8", "int8", 100.0, 50.0, ["CPUExecutionProvider"],
-                runs=[Measurement(0, 0, figures, chunks)])
-    return ProfileReport("x", "af_heart", 1, [cell], [], machine={})
+                runs=[Measurement(0, 0, figures, chunks)], quality=dict(quality or {}))
+    return ProfileReport("x", "af_heart", 1, [cell], list(absent or []), machine={})
 
 
-def test_timeline_shades_the_stall_after_playback_began():
+JUDGED = {"wer": 0.0, "pesq_wb": 3.91, "pesq_wb_min": 3.5, "dnsmos_ovrl": 3.3,
+          "dnsmos_sig": 3.6, "dnsmos_bak": 4.0, "dnsmos_p808": 3.8, "finite": 1.0}
+REFERENCE = {"label": "kokoro-onnx create, fp32 graph on cpu", "precision": "fp32",
+             "wer": 0.0, "dnsmos_ovrl": 3.4, "dnsmos_sig": 3.7, "dnsmos_bak": 4.0,
+             "dnsmos_p808": 3.9}
+
+
+def test_a_judged_report_reads_speed_and_quality_side_by_side(tmp_path):
+    from kokoro_lab.profiling.runner import Absent
+
+    reason = ("provider 'cuda' (CUDAExecutionProvider) is not available in this onnxruntime "
+              "build; available: cpu. Install the GPU build: pip install 'kokoro-lab[gpu]' "
+              "(onnxruntime-gpu).")
+    report = _fake_report(JUDGED, [Absent("cuda", "int8", reason)])
+    report.reference = REFERENCE
+    table = report.markdown().splitlines()
+    assert table[0].count("|") == table[1].count("|") == table[2].count("|") == table[3].count(
+        "|")  # the absent row has a cell under every column
+    assert "| 0.00 | 3.91 (3.50) | 3.30 / 3.60 / 3.80 | int8 |" in table[2]
+    assert "DNSMOS OVRL / SIG / P.808 3.40 / 3.70 / 3.90" in table[-1]
+    bars = plots.bars(report)
+    titles = [a.text for a in bars.layout.annotations]
+    assert {"PESQ-WB vs reference", "DNSMOS OVRL", "word error rate (ASR)",
+            "time to first audio (ms)"} <= set(titles)
+    assert [t.y[0] for t in bars.data if t.yaxis in ("y4", "y5", "y6")] == [3.91, 3.3, 0.0]
+    reference_lines = [s.y0 for s in bars.layout.shapes if s.line.dash == "dash"]
+    assert reference_lines == [3.4, 0.0]  # DNSMOS OVRL and WER of the reference
+    # The absent note keeps every word of the reason, wrapped between words.
+    note = next(a.text for a in bars.layout.annotations if a.text.startswith("absent cuda"))
+    assert " ".join(note.replace("<br>", " ").split()) == html.escape(
+        f"absent cuda (int8): {reason}")
+    page = report.write_html(tmp_path / "profile.html").read_text(encoding="utf-8")
+    assert "pesq_wb" in page and "rendered whole by kokoro-onnx" in page
+
+
+def test_an_unjudged_report_keeps_its_speed_only_table():
+    report = _fake_report()
+    assert "PESQ" not in report.markdown() and not report.judged
+    assert len({t.yaxis for t in plots.bars(report).data}) == 3  # one row of panels
+    assert plots.bars(report).layout.title.text.startswith("1 cell × 1 repeat ·")
+
+
+def test_timeline_draws_the_stall_after_playback_began_in_the_latency_charts_colours():
+    from kokoro_lab.notebook import chart
+
     report = _fake_report()
     spans, stalls = plots.playback_schedule(report.cells[0].runs[0].chunks)
     # chunk 0 plays 500–800 ms; chunk 1 is ready at 1200 ms: a 400 ms stall
     assert spans == [(500.0, 800.0), (1200.0, 2700.0)]
     assert stalls == [(800.0, 1200.0)]
     fig = plots.timeline(report)
-    shaded = [s for s in fig.layout.shapes if s.fillcolor == "red"]
-    assert [(s.x0, s.x1) for s in shaded] == [(800.0, 1200.0)]
+    lanes = {t.name: t for t in fig.data}
+    assert (list(lanes["stall"].base), list(lanes["stall"].x)) == ([800.0], [400.0])
+    # the %%speak chart's colours: one reading of a colour everywhere
+    assert lanes["synthesis"].marker.color == chart.SYNTHESIS
+    assert lanes["playing"].marker.color == chart.AUDIO
+    assert lanes["stall"].marker.color == chart.STALL
+    (first_audio,) = fig.layout.shapes
+    assert first_audio.x0 == 510.0 and first_audio.line.color == chart.FIRST
+    assert list(fig.layout.yaxis.categoryarray) == ["playback", "synthesis"]  # synthesis on top
 
 
 # --------------------------------------------------------------------------------------------

@@ -56,7 +56,8 @@ class ProfileMagics(Magics, Configurable):
     @argument("-r", "--repeats", type=int, default=None, help="measured runs per cell")
     @argument("--voice", default=None)
     @argument("--quality", action="store_true",
-              help="add log-mel distance and ASR word error rate per cell (slow)")
+              help="judge each cell by ear (slow): ASR word error rate, PESQ-WB against "
+                   "the whole text rendered by kokoro-onnx on fp32, DNSMOS")
     @argument("--audit", action="store_true",
               help="also show node placement for each cell that ran")
     @argument("--no-log", action="store_true", help="keep this run out of the run log")

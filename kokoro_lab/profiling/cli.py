@@ -42,7 +42,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads")
     parser.add_argument("--html", type=Path, help="write the figures to this HTML file")
     parser.add_argument("--quality", action="store_true",
-                        help="add log-mel distance and ASR word error rate per cell (slow)")
+                        help="judge each cell by ear (slow): ASR word error rate, PESQ-WB "
+                             "against the whole text rendered by kokoro-onnx on fp32, DNSMOS")
     parser.add_argument("--no-log", action="store_true", help="keep this run out of the run log")
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -81,7 +82,8 @@ def cmd_profile(args: argparse.Namespace) -> int:
         report.write_html(args.html)
     if args.json:
         print(json.dumps({"summary": report.summary(), "machine": report.machine,
-                          "batch": report.batch}, indent=2, default=str))
+                          "batch": report.batch, "reference": report.reference},
+                         indent=2, default=str))
     else:
         print(report.markdown())
         if report.batch:

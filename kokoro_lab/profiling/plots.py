@@ -1,11 +1,15 @@
 """Plotly figures of a :class:`~kokoro_lab.profiling.runner.ProfileReport`.
 
 * ``bars``: time to first audio, RTF and session load per cell, grouped by precision and
-  coloured by provider, with whiskers from the fastest to the slowest repeat.
+  coloured by provider, with whiskers from the fastest to the slowest repeat; for a report
+  judged by ear (``quality=True``) a second row below, cell for cell: PESQ-WB against the
+  reference rendering, DNSMOS OVRL and the ASR's word error rate, with the reference's own
+  scores as dashed lines.
 * ``rtf_vs_length``: every measured chunk's RTF against its phoneme count (the fixed cost of
   a call makes short chunks expensive; this shows where each cell's curve flattens).
 * ``timeline``: for each cell's median run, when each chunk was synthesized against when it
-  would play, with the stalls (player waiting for a late chunk) shaded.
+  would play, in the ``%%speak`` latency chart's colours (synthesis orange, playing blue,
+  stalls red, first audio dashed green).
 
 Playback is simulated exactly as :func:`kokoro_lab.engine.metrics.simulate_playback` does:
 each chunk plays when it is ready and the previous one has finished.
@@ -15,6 +19,7 @@ from __future__ import annotations
 
 import html
 import os
+import textwrap
 from pathlib import Path
 
 import plotly.graph_objects as go
@@ -24,6 +29,12 @@ from plotly.subplots import make_subplots
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b")
 BAR_FIGURES = (("first_audio_ms", "time to first audio (ms)"), ("rtf", "real-time factor"),
                ("load_ms", "session load (ms)"))
+QUALITY_BARS = (("pesq_wb", "PESQ-WB vs reference"), ("dnsmos_ovrl", "DNSMOS OVRL"),
+                ("wer", "word error rate (ASR)"))
+# The timeline speaks the %%speak latency chart's colours (kokoro_lab.notebook.chart), so one
+# reading of a colour holds everywhere.
+SYNTHESIS, PLAYING, STALL, FIRST_AUDIO = "#ef6c00", "#1e88e5", "#d32f2f", "#2e7d32"
+NOTE_WIDTH = 120  # characters per line of the absent-cell notes under the bars
 
 
 def _colour(i: int) -> str:
@@ -31,39 +42,78 @@ def _colour(i: int) -> str:
 
 
 def bars(report) -> go.Figure:
-    """Grouped bars (x: precision, colour: provider) with min–max whiskers per figure."""
-    fig = make_subplots(rows=1, cols=len(BAR_FIGURES),
-                        subplot_titles=[title for _, title in BAR_FIGURES])
+    """Grouped bars (x: precision, colour: provider): speed on top (medians, whiskers from the
+    fastest to the slowest repeat) and, for a judged report, quality below it, cell for cell."""
+    rows = [BAR_FIGURES, QUALITY_BARS] if report.judged else [BAR_FIGURES]
+    fig = make_subplots(rows=len(rows), cols=len(BAR_FIGURES), vertical_spacing=0.22,
+                        subplot_titles=[title for row in rows for _, title in row])
     providers = list(dict.fromkeys(c.provider for c in report.cells))
     for p_index, provider in enumerate(providers):
         cells = [c for c in report.cells if c.provider == provider]
-        for col, (figure, _) in enumerate(BAR_FIGURES, start=1):
-            if figure == "load_ms":
-                medians = [c.load_ms for c in cells]
-                error = None
-            else:
-                spreads = [c.spread(figure) for c in cells]
-                medians = [s["median"] for s in spreads]
-                error = dict(type="data", symmetric=False,
-                             array=[s["max"] - s["median"] for s in spreads],
-                             arrayminus=[s["median"] - s["min"] for s in spreads])
-            fig.add_trace(go.Bar(
-                x=[c.precision for c in cells], y=medians, error_y=error, name=provider,
-                legendgroup=provider, showlegend=col == 1, marker_color=_colour(p_index),
-                hovertext=[c.model for c in cells],
-            ), row=1, col=col)
+        for row, figures in enumerate(rows, start=1):
+            for col, (figure, _) in enumerate(figures, start=1):
+                medians, error = _bar_values(cells, figure)
+                fig.add_trace(go.Bar(
+                    x=[c.precision for c in cells], y=medians, error_y=error, name=provider,
+                    legendgroup=provider, showlegend=row == col == 1,
+                    marker_color=_colour(p_index), hovertext=[c.model for c in cells],
+                ), row=row, col=col)
     fig.add_hline(y=1.0, line_dash="dot", line_color="grey", row=1, col=2)
-    title = f"{len(report.cells)} cells × {report.repeats} repeats · median, whiskers min–max"
-    fig.update_layout(barmode="group", title=title, height=380,
-                      margin=dict(t=80, b=40 + 18 * len(report.absent_groups())))
-    if report.absent:
-        lines = [f"absent {provider} ({', '.join(precisions)}): {_clip(reason, 110)}"
-                 for provider, precisions, reason in report.absent_groups()]
-        fig.add_annotation(text="<br>".join(html.escape(line) for line in lines),
-                           xref="paper", yref="paper", x=0, y=-0.12, showarrow=False,
+    if report.judged and report.reference:
+        _reference_lines(fig, report.reference)
+    title = (f"{plural(len(report.cells), 'cell')} × {plural(report.repeats, 'repeat')} · "
+             "median, whiskers min–max" + (" · quality of the last run" if report.judged else ""))
+    notes = absent_notes(report)
+    height = 340 * len(rows) + 14 * len(notes)
+    fig.update_layout(barmode="group", title=title, height=height,
+                      margin=dict(t=80, b=50 + 14 * len(notes)))
+    if notes:
+        fig.add_annotation(text="<br>".join(html.escape(line) for line in notes),
+                           xref="paper", yref="paper", x=0, y=0, yshift=-36, showarrow=False,
                            align="left", xanchor="left", yanchor="top",
                            font=dict(size=10, color="grey"))
     return fig
+
+
+def _bar_values(cells: list, figure: str) -> tuple[list[float], dict | None]:
+    """Per cell: the bar's height, and the min–max whiskers of a timed figure (None for the
+    load time, measured once, and for quality, judged once)."""
+    if figure == "load_ms":
+        return [c.load_ms for c in cells], None
+    if figure in dict(QUALITY_BARS):
+        return [c.quality.get(figure, float("nan")) for c in cells], None
+    spreads = [c.spread(figure) for c in cells]
+    return [s["median"] for s in spreads], dict(
+        type="data", symmetric=False, array=[s["max"] - s["median"] for s in spreads],
+        arrayminus=[s["median"] - s["min"] for s in spreads])
+
+
+def _reference_lines(fig: go.Figure, reference: dict) -> None:
+    """The reference's own DNSMOS and WER as dashed lines: the bar each row is read against."""
+    for col, (figure, _) in enumerate(QUALITY_BARS, start=1):
+        value = reference.get(figure)
+        if isinstance(value, (int, float)) and value == value:
+            fig.add_hline(y=value, line_dash="dash", line_color="#616161", row=2, col=col,
+                          annotation_text="reference", annotation_position="top left",
+                          annotation_font_size=10)
+    fig.update_yaxes(range=[1.0, 4.64], row=2, col=1)  # PESQ-WB's scale
+    fig.update_yaxes(range=[1.0, 5.0], row=2, col=2)  # DNSMOS's
+
+
+def absent_notes(report, width: int = NOTE_WIDTH) -> list[str]:
+    """The absent cells' reasons as lines of at most ``width`` characters, wrapped between
+    words: a reason is read whole or not at all, never cut mid-word."""
+    lines = []
+    for provider, precisions, reason in report.absent_groups():
+        lines += textwrap.wrap(f"absent {provider} ({', '.join(precisions)}): {reason}",
+                               width=width, subsequent_indent="    ", break_long_words=False,
+                               break_on_hyphens=False)
+    return lines
+
+
+def plural(count: int, word: str) -> str:
+    """``"1 cell"``, ``"3 cells"``."""
+    return f"{count} {word}{'' if count == 1 else 's'}"
 
 
 def rtf_vs_length(report) -> go.Figure:
@@ -97,7 +147,8 @@ def playback_schedule(chunks: list[dict]) -> tuple[list[tuple[float, float]], li
 
 
 def timeline(report) -> go.Figure:
-    """Synthesis against playback per chunk for each cell's median run; stalls shaded red."""
+    """Synthesis against simulated playback per chunk for each cell's median run, in the
+    latency chart's colours: synthesis orange, playing blue, stalls red, first audio green."""
     cells = [c for c in report.cells if c.runs]
     fig = make_subplots(rows=max(1, len(cells)), cols=1, shared_xaxes=True,
                         subplot_titles=[f"{c.key} (median-RTF run)" for c in cells],
@@ -105,31 +156,38 @@ def timeline(report) -> go.Figure:
     for row, cell in enumerate(cells, start=1):
         run = cell.median_run()
         spans, stalls = playback_schedule(run.chunks)
-        synth_base = [c["start_ms"] for c in run.chunks]
-        fig.add_trace(go.Bar(
-            y=["synthesis"] * len(run.chunks), base=synth_base, orientation="h",
-            x=[c["ready_ms"] - c["start_ms"] for c in run.chunks], marker_color="#1f77b4",
-            name="synthesis", legendgroup="synthesis", showlegend=row == 1,
-            text=[str(c["index"]) for c in run.chunks], textposition="inside",
-            hovertemplate="chunk %{text}: %{base:.0f} → %{x:.0f} ms<extra>synthesis</extra>",
-        ), row=row, col=1)
-        fig.add_trace(go.Bar(
-            y=["playback"] * len(spans), base=[s for s, _ in spans], orientation="h",
-            x=[e - s for s, e in spans], marker_color="#2ca02c", name="playback",
-            legendgroup="playback", showlegend=row == 1,
-            text=[str(c["index"]) for c in run.chunks], textposition="inside",
-            hovertemplate="chunk %{text}: plays %{base:.0f} ms for %{x:.0f} ms<extra></extra>",
-        ), row=row, col=1)
-        for start, end in stalls:
-            fig.add_vrect(x0=start, x1=end, fillcolor="red", opacity=0.2, line_width=0,
-                          row=row, col=1)
+        first = row == 1
+        fig.add_trace(_lane("synthesis", SYNTHESIS, "synthesis",
+                            [(c["start_ms"], c["ready_ms"]) for c in run.chunks], run.chunks,
+                            "chunk %{text}: synthesized %{base:.0f} ms + %{x:.0f} ms", first),
+                      row=row, col=1)
+        fig.add_trace(_lane("playing", PLAYING, "playback", spans, run.chunks,
+                            "chunk %{text}: plays %{base:.0f} ms for %{x:.0f} ms", first),
+                      row=row, col=1)
+        if stalls:
+            fig.add_trace(_lane("stall", STALL, "playback", stalls, None,
+                                "stall %{x:.0f} ms", first), row=row, col=1)
         first_audio = run.figures.get("first_audio_ms")
         if first_audio is not None and first_audio == first_audio:
-            fig.add_vline(x=first_audio, line_dash="dash", line_color="black", row=row, col=1)
+            fig.add_vline(x=first_audio, line_dash="dash", line_color=FIRST_AUDIO, line_width=2,
+                          row=row, col=1)
     fig.update_layout(barmode="overlay", height=150 + 170 * max(1, len(cells)),
-                      title="per-chunk synthesis vs playback (red: stalls, dashed: first audio)")
+                      title="synthesis vs simulated playback per chunk (red: stall, dashed "
+                            "green: first audio)")
+    # synthesis above playback, as in the %%speak chart (category arrays list bottom first)
+    fig.update_yaxes(categoryorder="array", categoryarray=["playback", "synthesis"])
     fig.update_xaxes(title_text="ms since the call", row=max(1, len(cells)), col=1)
     return fig
+
+
+def _lane(name: str, colour: str, lane: str, spans: list[tuple[float, float]],
+          chunks: list[dict] | None, hover: str, legend: bool) -> go.Bar:
+    """One lane of the timeline: a horizontal bar per (start, end) span."""
+    labels = [str(c["index"]) for c in chunks] if chunks is not None else None
+    return go.Bar(y=[lane] * len(spans), base=[a for a, _ in spans], x=[b - a for a, b in spans],
+                  orientation="h", marker_color=colour, name=name, legendgroup=name,
+                  showlegend=legend, text=labels, textposition="inside" if labels else None,
+                  hovertemplate=hover + "<extra></extra>")
 
 
 def figures(report) -> dict[str, go.Figure]:
@@ -144,8 +202,10 @@ def _clip(text: str, width: int) -> str:
 
 def _table(report) -> str:
     rows = report.summary()
-    columns = ["provider", "precision", "first_audio_ms", "rtf", "load_ms", "load_rss_mb",
-               "model", "absent"]
+    columns = ["provider", "precision", "first_audio_ms", "rtf", "load_ms", "load_rss_mb"]
+    if report.judged:
+        columns += ["wer", "pesq_wb", "dnsmos_ovrl", "dnsmos_sig", "dnsmos_p808"]
+    columns += ["model", "absent"]
     head = "".join(f"<th>{c}</th>" for c in columns)
     body = []
     for row in rows:
@@ -153,7 +213,7 @@ def _table(report) -> str:
         for c in columns:
             value = row.get(c, "")
             if isinstance(value, float):
-                value = f"{value:.3f}" if c == "rtf" else f"{value:.0f}"
+                value = f"{value:.0f}" if c.endswith(("_ms", "_mb")) else f"{value:.3f}"
             cells.append(f"<td>{html.escape(str(value if value is not None else ''))}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
     return f"<table><tr>{head}</tr>{''.join(body)}</table>"
@@ -175,6 +235,10 @@ def write_html(report, path: str | os.PathLike) -> Path:
         f"</p><p>text: {html.escape(_clip(report.text, 300))}</p>",
         _table(report),
     ]
+    if report.judged and report.reference:
+        from .runner import reference_note
+
+        parts.append(f"<p>{html.escape(reference_note(report.reference).strip('*'))}</p>")
     for i, fig in enumerate(figures(report).values()):
         parts.append(pio.to_html(fig, full_html=False, include_plotlyjs=i == 0))
     parts.append("</body></html>")

@@ -112,6 +112,8 @@ class ProfileReport:
     machine: dict
     batch: str | None = None  # the run-log batch id, when logged
     run_log: str | None = None
+    # quality=True: what PESQ-WB compared against, and that rendering's own WER and DNSMOS
+    reference: dict | None = None
 
     def summary(self) -> list[dict]:
         """One row per cell that ran (median and spread of each figure), then absent rows."""
@@ -147,20 +149,34 @@ class ProfileReport:
         ran = [c for c in self.cells if c.runs]
         return min(ran, key=lambda c: c.spread(figure)["median"]) if ran else None
 
+    @property
+    def judged(self) -> bool:
+        """True when the cells carry quality figures (``quality=True``)."""
+        return any(cell.quality for cell in self.cells)
+
     def markdown(self) -> str:
-        lines = ["| provider | precision | first audio ms | RTF | load ms | load MB | model |",
-                 "|---|---|---:|---:|---:|---:|---|"]
+        """The summary table: speed figures, then (when judged) quality figures, per cell."""
+        quality = self.judged
+        head = "| provider | precision | first audio ms | RTF | load ms | load MB |"
+        rule = "|---|---|---:|---:|---:|---:|"
+        if quality:
+            head += " WER | PESQ-WB mean (min) | DNSMOS OVRL / SIG / P.808 |"
+            rule += "---:|---:|---|"
+        lines = [head + " model |", rule + "---|"]
         for cell in self.cells:
             fa, rtf = cell.spread("first_audio_ms"), cell.spread("rtf")
             mb = "cached" if cell.load_rss_mb is None else f"{cell.load_rss_mb:.0f}"
-            lines.append(
-                f"| {cell.provider} | {cell.precision} | {fa['median']:.0f} "
-                f"({fa['min']:.0f}–{fa['max']:.0f}) | {rtf['median']:.3f} "
-                f"({rtf['min']:.3f}–{rtf['max']:.3f}) | {cell.load_ms:.0f} | {mb} | "
-                f"{cell.model} |")
+            row = (f"| {cell.provider} | {cell.precision} | {fa['median']:.0f} "
+                   f"({fa['min']:.0f}–{fa['max']:.0f}) | {rtf['median']:.3f} "
+                   f"({rtf['min']:.3f}–{rtf['max']:.3f}) | {cell.load_ms:.0f} | {mb} |")
+            if quality:
+                row += quality_cells(cell.quality)
+            lines.append(f"{row} {cell.model} |")
+        dashes = "| — " * (7 if quality else 4)
         for provider, precisions, reason in self.absent_groups():
-            lines.append(f"| {provider} | {', '.join(precisions)} | — | — | — | — | "
-                         f"absent: {reason} |")
+            lines.append(f"| {provider} | {', '.join(precisions)} {dashes}| absent: {reason} |")
+        if quality and self.reference:
+            lines += ["", reference_note(self.reference)]
         return "\n".join(lines)
 
     def figures(self) -> dict:
@@ -177,7 +193,7 @@ class ProfileReport:
 
     def as_dict(self) -> dict:
         return {"text": self.text, "voice": self.voice, "repeats": self.repeats,
-                "machine": self.machine, "batch": self.batch,
+                "machine": self.machine, "batch": self.batch, "reference": self.reference,
                 "cells": [asdict(c) for c in self.cells],
                 "absent": [asdict(a) for a in self.absent]}
 
@@ -187,6 +203,29 @@ class ProfileReport:
     def __repr__(self) -> str:
         return (f"<ProfileReport {len(self.cells)} cells ran, {len(self.absent)} absent, "
                 f"{self.repeats} repeats>")
+
+
+def _figure(scores: dict, key: str, digits: int = 2) -> str:
+    number = scores.get(key)
+    return "–" if number is None or number != number else f"{number:.{digits}f}"
+
+
+def quality_cells(scores: dict) -> str:
+    """A row's WER, PESQ-WB (mean and lowest chunk) and DNSMOS as table cells ("–" for what
+    was not judged)."""
+    dnsmos = " / ".join(_figure(scores, f"dnsmos_{k}") for k in ("ovrl", "sig", "p808"))
+    pesq = f"{_figure(scores, 'pesq_wb')} ({_figure(scores, 'pesq_wb_min')})"
+    return f" {_figure(scores, 'wer')} | {pesq} | {dnsmos} |"
+
+
+def reference_note(reference: dict) -> str:
+    """The lines under a judged table: what PESQ-WB compared against, and the bar for DNSMOS
+    and WER (the whole text rendered by the reference)."""
+    dnsmos = " / ".join(_figure(reference, f"dnsmos_{k}") for k in ("ovrl", "sig", "p808"))
+    return (f"*PESQ-WB (1–4.64): each chunk against the same text rendered whole by "
+            f"{reference['label']}, mean (lowest chunk). The whole text rendered the same way "
+            f"scores WER {_figure(reference, 'wer')} and DNSMOS OVRL / SIG / P.808 {dnsmos}: "
+            "the bar for those columns. Each cell is judged on its last measured run.*")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -317,9 +356,13 @@ def profile(
 
     ``providers`` defaults to what this onnxruntime build offers plus the GPU providers (shown
     as absent with the reason when they cannot run); ``precisions`` to int8, fp32 and fp16.
-    ``quality=True`` adds, per cell, the log-mel distance (dB) to the first cell's audio and
-    the WER of the independent ASR (slow: one transcription per cell). ``log=False`` keeps
-    the run out of the run log.
+    ``quality=True`` judges each cell's last measured run by ear (see
+    :mod:`kokoro_lab.profiling.judges`): WER of an independent ASR, PESQ-WB of each chunk
+    against the same chunk rendered by kokoro-onnx on the fp32 graph on the CPU (cached),
+    DNSMOS OVRL, SIG, BAK and P.808; ``report.reference`` holds the scores of the whole text
+    rendered that way, the bar the rows are read against.
+    It is slow: a transcription and two judges per cell. ``log=False`` keeps the run out of
+    the run log.
     """
     if not isinstance(repeats, int) or repeats < 1:
         raise ValueError(f"repeats must be a positive integer, got {repeats!r}")
@@ -354,7 +397,7 @@ def profile(
                         warm_up=False)
     synth.resolve_voice(voice)  # a bad voice fails before any work
     bar = _Progress(len(cells) * (repeats + 1), progress)
-    last_audio = {}
+    last_results = {}
     try:
         for cell in cells:
             started = time.perf_counter()
@@ -366,27 +409,30 @@ def profile(
             for order, cell in enumerate(cells[shift:] + cells[:shift]):
                 figures, chunks, result = _measure(synth, cell, text, voice)
                 cell.runs.append(Measurement(repeat, order, figures, chunks))
-                last_audio[cell.key] = result.audio
+                last_results[cell.key] = result
                 bar.step(f"{cell.key} #{repeat + 1}")
     finally:
         bar.close()
     if quality:
-        _add_quality(report, last_audio)
+        _add_quality(report, last_results)
     if log:
         _log(report, run_log)
     return report
 
 
-def _add_quality(report: ProfileReport, audio: dict) -> None:
-    from .. import quality
+def _add_quality(report: ProfileReport, results: dict) -> None:
+    from .judges import QUALITY_FIGURES, judge, whole_text_reference
 
-    reference = report.cells[0]
+    reference = whole_text_reference(report.text, report.voice)
+    report.reference = {"label": reference.label, "precision": reference.precision,
+                        **reference.scores}
     for cell in report.cells:
-        samples = audio[cell.key]
-        cell.quality["log_mel_db_vs_" + reference.key.replace("/", "_")] = (
-            quality.log_mel_distance(audio[reference.key], samples))
-        cell.quality["wer"] = quality.intelligibility(samples, report.text)
-        cell.quality["finite"] = float(bool(np.isfinite(samples).all()))
+        result = results[cell.key]
+        finite = bool(np.isfinite(result.audio).all())
+        # Audio with NaNs cannot be judged: the row says so instead of failing the profile.
+        cell.quality = (judge(result, report.text, report.voice) if finite
+                        else dict.fromkeys(QUALITY_FIGURES, float("nan")))
+        cell.quality["finite"] = float(finite)
 
 
 def _log(report: ProfileReport, path) -> None:
@@ -399,6 +445,9 @@ def _log(report: ProfileReport, path) -> None:
         figures = {k: v for k, v in summary.items()
                    if isinstance(v, (int, float)) and k not in ("runs",)}
         figures.update(runs=len(cell.runs), warmup_ms=cell.warmup_ms, repeats=report.repeats)
+        if report.reference:  # the bar the quality figures are read against, on every row
+            figures.update({f"reference_{k}": v for k, v in report.reference.items()
+                            if isinstance(v, (int, float))})
         log.record("profile", cell.provider, cell.precision, figures, model=cell.model,
                    text=report.text, batch=batch)
     report.batch, report.run_log = batch, str(log.path)

@@ -14,9 +14,10 @@ PIP := $(PY) -m pip
 GPU ?=
 ORT_GPU_VERSION ?=
 ORT_GPU := onnxruntime-gpu[cuda,cudnn]$(if $(ORT_GPU_VERSION),==$(ORT_GPU_VERSION))
-# One stamp per flavour, and each setup removes the other's, so switching flavour re-runs it.
+# One stamp per flavour (and GPU release), and each setup removes the others, so switching
+# flavour or release re-runs it.
 ifeq ($(GPU),1)
-STAMP := $(VENV)/.setup-stamp-gpu
+STAMP := $(VENV)/.setup-stamp-gpu$(if $(ORT_GPU_VERSION),-$(ORT_GPU_VERSION))
 else
 STAMP := $(VENV)/.setup-stamp
 endif
@@ -44,7 +45,7 @@ else
 	  $(PIP) install --quiet -e '.[test,docs]'; fi
 endif
 	$(VENV)/bin/kokoro-lab assets --build
-	rm -f $(VENV)/.setup-stamp $(VENV)/.setup-stamp-gpu
+	rm -f $(VENV)/.setup-stamp $(VENV)/.setup-stamp-gpu*
 	touch $(STAMP)
 
 # The browser player's source lives in extension/; the package serves the built copy, which is
@@ -75,4 +76,5 @@ docs: setup
 	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict
 
 clean:
-	rm -rf $(VENV) kokoro_lab/static extension/node_modules artifacts site build/docs-notebooks
+	rm -rf $(VENV) kokoro_lab/static extension/node_modules artifacts site build/docs-notebooks \
+	  build/gpu-* build/gpu_matrix_cpu build/trt-cache

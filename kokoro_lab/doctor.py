@@ -308,12 +308,22 @@ def cuda_sonames(cuda_version: str) -> list[str]:
             "libcurand.so.10", "libcudnn.so.9"]
 
 
-def _library_dirs() -> list[Path]:
-    """Where pip puts NVIDIA's libraries: site-packages/nvidia/*/lib, tensorrt_libs."""
+def _library_dirs(cuda_major: str | None = None) -> list[Path]:
+    """Where pip puts NVIDIA's libraries: site-packages/nvidia/*/lib, tensorrt_libs.
+
+    CUDA 13's wheels share one ``nvidia/cu13`` folder, CUDA 12's have one per component; both
+    ship a ``libcurand.so.10``, so the folders of the build's own CUDA come first.
+    """
+    def rank(folder: Path) -> int:
+        name = folder.parent.name
+        if name == f"cu{cuda_major}":
+            return 0
+        return 2 if re.fullmatch(r"cu\d+", name) else 1
+
     dirs: list[Path] = []
     for entry in map(Path, sys.path):
         if entry.is_dir():
-            dirs += sorted(entry.glob("nvidia/*/lib")) + [entry / "tensorrt_libs"]
+            dirs += sorted(entry.glob("nvidia/*/lib"), key=rank) + [entry / "tensorrt_libs"]
     return [d for d in dirs if d.is_dir()]
 
 
@@ -378,7 +388,7 @@ def _load_gpu_libraries(ort) -> tuple[dict[str, str | None], int | None,
 
     compiled = ort.get_available_providers()
     cuda_version = getattr(build, "cuda_version", None)
-    dirs = _library_dirs()
+    dirs = _library_dirs(cuda_version.split(".")[0] if cuda_version else None)
     cuda, trt_major, trt = {}, None, {}
     if "CUDAExecutionProvider" in compiled and cuda_version:
         cuda = {s: load_library(s, dirs) for s in cuda_sonames(cuda_version)}
@@ -499,7 +509,7 @@ def _reinstall(facts: RuntimeFacts) -> str:
         return gpu_install_command(facts.distributions["onnxruntime-gpu"], facts.python)
     python = facts.python
     return (f"{python} -m pip uninstall -y onnxruntime && "
-            f"{python} -m pip install --force-reinstall onnxruntime")
+            f"{python} -m pip install onnxruntime")
 
 
 def check_gpu(facts: RuntimeFacts) -> Check:

@@ -469,6 +469,9 @@ def step_tensorrt_buckets(run: Run, cache: Path, repeats: int) -> None:
         for phase in ("build", "cached"):
             started = time.perf_counter()
             session = ort.InferenceSession(model, session_options(), providers=chain)
+            if "TensorrtExecutionProvider" not in session.get_providers():
+                raise RuntimeError("TensorRT did not start; ONNX Runtime fell back to "
+                                   f"{session.get_providers()}")
             _call(session, lengths[0])  # the engine is built (or loaded) on the first run
             row[f"{phase}_s"] = round(time.perf_counter() - started, 2)
         row["call_ms"] = {n: _median_ms(lambda n=n, s=session: _call(s, n), repeats)

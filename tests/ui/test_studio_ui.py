@@ -38,7 +38,24 @@ READ_STUDIO = """(index) => {
     log: e ? e.log.filter((r) => r.stream === e.current) : [],
     endInfo: stream ? stream.endInfo : null,
     errors: e ? e.errors : [],
+    stops: Array.from(studio.querySelectorAll('button'))
+      .filter((b) => b.offsetParent !== null && /Stop/.test(b.textContent)).length,
+    timeline: Array.from(studio.querySelectorAll('.js-plotly-plot text'))
+      .map((t) => t.textContent).filter((t) => t.startsWith('Timeline')),
   };
+}"""
+
+# What sticks out of the cell's output area: the area's sideways scroll, and the panel's
+# controls whose right edge passes the area's (the chart is the latency chart's own).
+READ_OVERFLOW = """(index) => {
+  const cell = document.querySelectorAll('.jp-Notebook .jp-Cell')[index];
+  const area = cell.querySelector('.jp-OutputArea-output');
+  const right = area.getBoundingClientRect().right;
+  const outside = Array.from(cell.querySelectorAll('.kokoro-studio *'))
+    .filter((el) => !el.closest('.widget-output') && el.getBoundingClientRect().width > 0
+      && el.getBoundingClientRect().right > right + 1)
+    .map((el) => el.className || el.tagName);
+  return {scroll: area.scrollWidth - area.clientWidth, outside: outside.slice(0, 8)};
 }"""
 
 
@@ -65,14 +82,21 @@ def test_studio_renders_and_speaks_in_chromium(lab, launch, artifacts):
         assert state["providers"] == providers  # only what this machine can run
         if "cuda" not in providers:
             assert "cuda" in state["notes"]  # … and why the others are missing
-        assert state["chart"]
 
         studio = cell(page, 2).locator(".kokoro-studio")
         # ipywidgets' <select> options carry the labels (grouped names), not the values.
         studio.locator(".kl-studio-voice select").select_option(label=voice_label("bf_emma"))
+        studio.locator(".kl-studio-voice2 select").select_option(label=voice_label("af_heart"))
+        fits = page.evaluate(READ_OVERFLOW, 2)
+        assert fits == {"scroll": 0, "outside": []}, fits  # long labels stay inside
+        studio.locator(".kl-studio-voice2 select").select_option(label="(none)")
         studio.locator(".kl-studio-speak").click()
+        playing = poll(page, READ_STUDIO, 2, lambda s: s["phase"] in ("playing", "done"), 120)
+        assert playing["stops"] <= 1, playing  # one Stop: the player's, while it plays
         state = poll(page, READ_STUDIO, 2,
                      lambda s: s["phase"] == "done" and "complete" in s["status"], 240)
+        assert state["stops"] == 0 and state["chart"]  # nothing left to stop; the chart drawn
+        assert state["timeline"] == ["Timeline since Speak was pressed"], state["timeline"]
         log, end = state["log"], state["endInfo"]
         assert not state["errors"], state["errors"]
         assert len(log) >= 2 and end["chunks"] == len(log) and not end["cancelled"], state
@@ -110,6 +134,8 @@ def test_studio_renders_and_speaks_in_chromium(lab, launch, artifacts):
         spec.fill("af_heart:0,bf_emma:0")
         spec.press("Enter")
         state = poll(page, READ_STUDIO, 2, lambda s: "sum to a positive number" in s["error"], 30)
+        fits = page.evaluate(READ_OVERFLOW, 2)
+        assert fits == {"scroll": 0, "outside": []}, fits  # typing does not widen the panel
         spec.fill("af_hart")
         spec.press("Enter")
         state = poll(page, READ_STUDIO, 2, lambda s: "unknown voice 'af_hart'" in s["error"], 30)

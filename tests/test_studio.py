@@ -269,7 +269,8 @@ def test_voice_map_labels_do_not_overlap():
     from kokoro_lab.notebook.explorer import LABEL_FONT, MAP_HEIGHT, MAP_MARGIN, MAP_MIN_WIDTH
     from kokoro_lab.notebook.labels import label_box, to_pixels
 
-    vmap = voice_map(blends=["af_heart:0.5,bm_george:0.5"], play=False)
+    warm = voice("af_heart", "bf_emma", weights=(0.7, 0.3), name="warm")  # in a crowd
+    vmap = voice_map(blends=["af_heart:0.5,bm_george:0.5", warm], play=False)
     width = MAP_MIN_WIDTH - MAP_MARGIN["l"] - MAP_MARGIN["r"]
     height = MAP_HEIGHT - MAP_MARGIN["t"] - MAP_MARGIN["b"]
     boxes = []
@@ -282,7 +283,8 @@ def test_voice_map_labels_do_not_overlap():
             if text:
                 boxes.append(label_box(px, py, text, spot, LABEL_FONT, trace.marker.size))
     assert len(boxes) >= 30  # most voices keep a label; the crowded rest have their hover
-    assert "af_heart:0.5,bm_george:0.5" in [t for tr in vmap.figure.data for t in tr.text or ()]
+    shown = [t for trace in vmap.figure.data for t in trace.text or ()]
+    assert {"af_heart:0.5,bm_george:0.5", "warm"} <= set(shown)  # the blends asked for
     overlapping = [(a, b) for i, a in enumerate(boxes) for b in boxes[i + 1:] if a.overlaps(b)]
     assert not overlapping
 

@@ -2,12 +2,12 @@
 none (the point keeps its hover text).
 
 The rule: a label is a box of estimated size (characters × an average glyph width) placed above,
-below, right or left of its marker, on a plot area of known size in pixels. It is kept only if
-it lies inside the plot area and overlaps no marker and no label already placed. The points
-the caller names go first, then the most isolated ones: in a crowd, someone goes without.
-Sizes are estimated for the *narrowest* plot the figure may be drawn at: a wider plot spreads
-the points apart in pixels while the labels keep their size, so what does not overlap there
-does not overlap wider.
+below, right or left of its marker, then at its corners, on a plot area of known size in
+pixels. It is kept only if it lies inside the plot area and overlaps no marker and no label
+already placed. The points the caller names go first, then the most isolated ones: in a crowd,
+someone goes without. Sizes are estimated for the *narrowest* plot the figure may be drawn at:
+a wider plot spreads the points apart in pixels while the labels keep their size, so what does
+not overlap there does not overlap wider.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 GLYPH_WIDTH = 0.6  # average glyph width over font size, generous for sans-serif
-POSITIONS = ("top center", "bottom center", "middle right", "middle left")
+POSITIONS = ("top center", "bottom center", "middle right", "middle left", "top right",
+             "top left", "bottom right", "bottom left")
 
 
 @dataclass(frozen=True)
@@ -37,18 +38,15 @@ class Box:
 def label_box(x: float, y: float, text: str, position: str, font_size: float,
               marker_size: float) -> Box:
     """The box (pixels, y up) a label takes at ``position`` around a marker at (x, y)."""
+    if position not in POSITIONS:
+        raise ValueError(f"unknown label position {position!r}; choose from {POSITIONS}")
     width = GLYPH_WIDTH * font_size * len(text)
     height = 1.25 * font_size
     gap = marker_size / 2 + 1
-    if position == "top center":
-        return Box(x - width / 2, y + gap, x + width / 2, y + gap + height)
-    if position == "bottom center":
-        return Box(x - width / 2, y - gap - height, x + width / 2, y - gap)
-    if position == "middle right":
-        return Box(x + gap, y - height / 2, x + gap + width, y + height / 2)
-    if position == "middle left":
-        return Box(x - gap - width, y - height / 2, x - gap, y + height / 2)
-    raise ValueError(f"unknown label position {position!r}; choose from {POSITIONS}")
+    vertical, horizontal = position.split()
+    bottom = {"top": y + gap, "middle": y - height / 2, "bottom": y - gap - height}[vertical]
+    left = {"center": x - width / 2, "right": x + gap, "left": x - gap - width}[horizontal]
+    return Box(left, bottom, left + width, bottom + height)
 
 
 def to_pixels(points: Sequence[tuple[float, float]], x_range: tuple[float, float],

@@ -68,7 +68,7 @@ def provider_choices() -> tuple[list[str], dict[str, str]]:
     gpu_build = _dist_installed("onnxruntime-gpu")
     reasons = {
         "cuda": "this onnxruntime build has no CUDA" if gpu_build
-        else "onnxruntime-gpu not installed (pip install 'kokoro-lab[gpu]')",
+        else "onnxruntime-gpu not installed (`kokoro-lab doctor` says how)",
         "tensorrt": "TensorRT is not in this onnxruntime build" if gpu_build
         else "onnxruntime-gpu not installed",
         "rocm": "needs an onnxruntime ROCm build",

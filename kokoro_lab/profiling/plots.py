@@ -59,8 +59,12 @@ def bars(report) -> go.Figure:
                     marker_color=_colour(p_index), hovertext=[c.model for c in cells],
                 ), row=row, col=col)
     fig.add_hline(y=1.0, line_dash="dot", line_color="grey", row=1, col=2)
-    if report.judged and report.reference:
-        _reference_lines(fig, report.reference)
+    if report.judged:
+        fig.update_yaxes(range=[1.0, 4.64], row=2, col=1)  # PESQ-WB's scale
+        fig.update_yaxes(range=[1.0, 5.0], row=2, col=2)  # DNSMOS's
+        fig.update_yaxes(rangemode="nonnegative", row=2, col=3)  # WER: 0 is perfect
+        if report.reference:
+            _reference_lines(fig, report.reference)
     title = (f"{plural(len(report.cells), 'cell')} × {plural(report.repeats, 'repeat')} · "
              "median, whiskers min–max" + (" · quality of the last run" if report.judged else ""))
     notes = absent_notes(report)
@@ -96,8 +100,6 @@ def _reference_lines(fig: go.Figure, reference: dict) -> None:
             fig.add_hline(y=value, line_dash="dash", line_color="#616161", row=2, col=col,
                           annotation_text="reference", annotation_position="top left",
                           annotation_font_size=10)
-    fig.update_yaxes(range=[1.0, 4.64], row=2, col=1)  # PESQ-WB's scale
-    fig.update_yaxes(range=[1.0, 5.0], row=2, col=2)  # DNSMOS's
 
 
 def absent_notes(report, width: int = NOTE_WIDTH) -> list[str]:

@@ -164,11 +164,10 @@ class ProfileReport:
             rule += "---:|---:|---|"
         lines = [head + " model |", rule + "---|"]
         for cell in self.cells:
-            fa, rtf = cell.spread("first_audio_ms"), cell.spread("rtf")
             mb = "cached" if cell.load_rss_mb is None else f"{cell.load_rss_mb:.0f}"
-            row = (f"| {cell.provider} | {cell.precision} | {fa['median']:.0f} "
-                   f"({fa['min']:.0f}–{fa['max']:.0f}) | {rtf['median']:.3f} "
-                   f"({rtf['min']:.3f}–{rtf['max']:.3f}) | {cell.load_ms:.0f} | {mb} |")
+            row = (f"| {cell.provider} | {cell.precision} | "
+                   f"{_spread_text(cell, 'first_audio_ms', 0)} | {_spread_text(cell, 'rtf', 3)} | "
+                   f"{cell.load_ms:.0f} | {mb} |")
             if quality:
                 row += quality_cells(cell.quality)
             lines.append(f"{row} {cell.model} |")
@@ -203,6 +202,15 @@ class ProfileReport:
     def __repr__(self) -> str:
         return (f"<ProfileReport {len(self.cells)} cells ran, {len(self.absent)} absent, "
                 f"{self.repeats} repeats>")
+
+
+def _spread_text(cell: Cell, figure: str, digits: int) -> str:
+    """The median, with the min–max range when there was more than one measured run."""
+    s = cell.spread(figure)
+    median = f"{s['median']:.{digits}f}"
+    if len(cell.values(figure)) < 2:
+        return median
+    return f"{median} ({s['min']:.{digits}f}–{s['max']:.{digits}f})"
 
 
 def _figure(scores: dict, key: str, digits: int = 2) -> str:

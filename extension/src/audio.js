@@ -415,6 +415,54 @@ export class PlayerEngine {
     this.post({ type: "buffer", stream: stream.id, ahead_s: this.aheadSeconds(), page_ms: this.clock() });
   }
 
+  // -- the word being heard -------------------------------------------------------------------
+
+  /**
+   * The word heard at audio-clock time `t` on this page's live schedule: `{seq, word}` (chunk
+   * sequence number, index into its `meta.words`), or null before the first word. Between
+   * words, during a stall and after a stop it holds the last word heard: the listener's place.
+   */
+  wordAt(t = this.ctx ? this.ctx.currentTime : 0, id = this.current) {
+    const stream = this.streams.get(id);
+    if (!stream) return null;
+    if (stream.stoppedAt !== null) t = Math.min(t, stream.stoppedAt);
+    let found = null;
+    for (const s of stream.scheduled) {
+      if (s.start > t) break;
+      found = s;
+    }
+    if (!found) return null;
+    return this.wordIn(stream, found.seq, Math.min(t - found.start, found.duration));
+  }
+
+  /** The word heard `position` seconds into the whole recording (the <audio> element). */
+  wordAtPosition(position, id = this.current) {
+    const stream = this.streams.get(id);
+    if (!stream) return null;
+    let offset = 0;
+    let last = null;
+    for (const seq of [...stream.chunks.keys()].sort((a, b) => a - b)) {
+      const duration = stream.chunks.get(seq).samples.length / stream.sampleRate;
+      if (offset > position) break;
+      last = this.wordIn(stream, seq, Math.min(position - offset, duration)) ?? last;
+      offset += duration;
+    }
+    return last;
+  }
+
+  wordIn(stream, seq, offset) {
+    const words = stream.chunks.get(seq)?.meta.words || [];
+    let index = -1;
+    for (let i = 0; i < words.length && words[i][1] <= offset; i++) index = i;
+    if (index >= 0) return { seq, word: index };
+    // Before this chunk's first word: still on the previous chunk's last one.
+    for (let previous = seq - 1; previous >= 0; previous--) {
+      const earlier = stream.chunks.get(previous)?.meta.words || [];
+      if (earlier.length) return { seq: previous, word: earlier.length - 1 };
+    }
+    return null;
+  }
+
   // -- what views show ------------------------------------------------------------------------
 
   receivedSeconds(stream) {

@@ -165,6 +165,73 @@ export function describe(state) {
   }
 }
 
+const CAPTION_CHUNKS_BEFORE = 2;
+const CAPTION_CHUNKS_AFTER = 3;
+
+/**
+ * The cell's text under the player, with the word being heard highlighted. Driven by the
+ * audio clock (the live schedule, or the <audio> element's position when the whole recording
+ * is played), never by when messages arrived; only a window of chunks around the current one
+ * is in the DOM, so a book-length reading stays light.
+ */
+function captionsView(engine) {
+  const box = element("div", "kl-captions");
+  let key = "";
+  let spans = new Map(); // "seq:word" -> span
+  let lit = null;
+  const draw = (stream, around) => {
+    const seqs = [...stream.chunks.keys()].sort((a, b) => a - b);
+    const from = Math.max(0, around - CAPTION_CHUNKS_BEFORE);
+    const to = around + CAPTION_CHUNKS_AFTER;
+    const shown = seqs.filter((seq) => seq >= from && seq <= to);
+    const next = `${stream.id}:${shown.join(",")}`;
+    if (next === key) return;
+    key = next;
+    spans = new Map();
+    lit = null;
+    box.replaceChildren();
+    for (const seq of shown) {
+      const { text = "", words = [] } = stream.chunks.get(seq).meta;
+      const part = element("span", "kl-chunk");
+      let at = 0;
+      words.forEach(([, , , start, end], index) => {
+        if (start > at) part.append(text.slice(at, start));
+        const span = element("span", "kl-word", text.slice(start, end));
+        spans.set(`${seq}:${index}`, span);
+        part.append(span);
+        at = end;
+      });
+      part.append(`${text.slice(at)} `);
+      box.append(part);
+    }
+  };
+  const update = (position) => {
+    const stream = engine.streams.get(engine.current);
+    if (!stream || !stream.chunks.size) {
+      box.hidden = true;
+      return;
+    }
+    box.hidden = false;
+    const now = position === null ? engine.wordAt() : engine.wordAtPosition(position);
+    draw(stream, now ? now.seq : 0);
+    const span = now ? spans.get(`${now.seq}:${now.word}`) : null;
+    if (span === lit) return;
+    if (lit) lit.classList.remove("kl-word-now");
+    lit = span;
+    box.dataset.word = span ? span.textContent : "";
+    box.dataset.wordAt = now ? `${now.seq}:${now.word}` : "";
+    if (span) {
+      span.classList.add("kl-word-now");
+      // Keep the word in view inside the box without scrolling the notebook.
+      const top = span.offsetTop - box.offsetTop;
+      if (top < box.scrollTop || top > box.scrollTop + box.clientHeight - span.offsetHeight) {
+        box.scrollTop = Math.max(0, top - box.clientHeight / 3);
+      }
+    }
+  };
+  return { box, update };
+}
+
 function render({ model, el }) {
   const engine = engineFor(model);
   const root = element("div", "kokoro-player");
@@ -185,8 +252,13 @@ function render({ model, el }) {
   const download = element("a", "kl-download", "Download WAV");
   download.download = "kokoro.wav";
   full.append(audio, download);
-  root.append(row, progress, message, note, full);
+  const captions = captionsView(engine);
+  root.append(row, progress, message, note, captions.box, full);
   el.append(root);
+  // The whole recording played from the <audio> element moves the highlight too.
+  for (const event of ["timeupdate", "seeked", "play"]) {
+    audio.addEventListener(event, () => update());
+  }
 
   enable.addEventListener("click", () => engine.enable());
   stop.addEventListener("click", () => engine.stop({ reason: "Stop pressed", fromUser: true }));
@@ -221,7 +293,13 @@ function render({ model, el }) {
         download.href = url;
       }
     }
-    // Animate the progress bar only while audio is actually playing.
+    if (model.get("captions")) {
+      const recording = ["offered", "done", "stopped"].includes(state.phase) && audio.currentTime > 0;
+      captions.update(recording ? audio.currentTime : null);
+    } else {
+      captions.box.hidden = true;
+    }
+    // Animate the progress bar and the highlight only while audio is actually playing.
     if (state.phase === "playing" && state.audioState === "running" && frame === null) {
       frame = requestAnimationFrame(() => {
         frame = null;
@@ -231,10 +309,12 @@ function render({ model, el }) {
   };
   engine.views.add(update);
   model.on("change:message", update);
+  model.on("change:captions", update);
   update();
   return () => {
     engine.views.delete(update);
     model.off("change:message", update);
+    model.off("change:captions", update);
     if (frame !== null) cancelAnimationFrame(frame);
     engine.changed(); // another view may now be the first
     // Output cleared or cell deleted while playing: no view is left to stop the audio, so

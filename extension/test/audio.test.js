@@ -263,3 +263,31 @@ test("WAV encoding: header and 16-bit samples", () => {
 test("the registry is page-wide", () => {
   assert.equal(registry(), registry());
 });
+
+test("the word heard follows the audio clock, holding through pauses, stalls and a stop", () => {
+  const { engine, ctx } = setup();
+  live(engine, "s");
+  // chunk 0: 1 s with words at 0.1–0.4 and 0.5–0.9; chunk 1: 0.5 s, one word at 0.05–0.3
+  chunk(engine, "s", 0, 24000, { text: "Hello there", words: [["Hello", 0.1, 0.4, 0, 5], ["there", 0.5, 0.9, 6, 11]] });
+  chunk(engine, "s", 1, 12000, { text: "friend.", words: [["friend.", 0.05, 0.3, 0, 7]] });
+  const at = (t) => engine.wordAt(t);
+  assert.equal(at(0.0), null); // before the first word
+  assert.deepEqual(at(LEAD_S + 0.2), { seq: 0, word: 0 });
+  assert.deepEqual(at(LEAD_S + 0.45), { seq: 0, word: 0 }); // the pause holds the last word
+  assert.deepEqual(at(LEAD_S + 0.6), { seq: 0, word: 1 });
+  assert.deepEqual(at(LEAD_S + 1.02), { seq: 0, word: 1 }); // chunk 1 before its first word
+  assert.deepEqual(at(LEAD_S + 1.1), { seq: 1, word: 0 });
+  assert.deepEqual(at(LEAD_S + 5), { seq: 1, word: 0 }); // a stall: the place is kept
+  ctx.currentTime = LEAD_S + 0.6;
+  engine.stop({ reason: "Stop pressed" });
+  assert.deepEqual(at(LEAD_S + 1.1), { seq: 0, word: 1 }); // where it stopped
+});
+
+test("the whole recording's position maps to the same words", () => {
+  const { engine } = setup();
+  engine.update({ id: "s", state: "ended", chunks: 2, sample_rate: 24000, age_ms: 60000, end: {} });
+  chunk(engine, "s", 0, 24000, { words: [["Hello", 0.1, 0.4, 0, 5], ["there", 0.5, 0.9, 6, 11]] });
+  chunk(engine, "s", 1, 12000, { words: [["friend.", 0.05, 0.3, 0, 7]] });
+  assert.deepEqual(engine.wordAtPosition(0.55), { seq: 0, word: 1 });
+  assert.deepEqual(engine.wordAtPosition(1.2), { seq: 1, word: 0 });
+});

@@ -109,6 +109,10 @@ class SpeakMagics(Magics, Configurable):
         config=True)
     plot = Bool(True, help="Show the live latency chart (False is like --no-plot).").tag(
         config=True)
+    captions = Bool(
+        True, help="Show the cell's text under the player with the word being heard "
+                   "highlighted (False is like --no-captions).",
+    ).tag(config=True)
     wait = Bool(False, help="Block each cell until synthesis ends (like --wait).").tag(
         config=True)
     overlap = Enum(
@@ -188,6 +192,8 @@ class SpeakMagics(Magics, Configurable):
                    "behind it, see SpeakMagics.overlap)")
     @argument("--no-play", action="store_true", help="no audio player")
     @argument("--no-plot", action="store_true", help="no live latency chart")
+    @argument("--no-captions", action="store_true",
+              help="no text with the word being heard highlighted under the player")
     @argument("--raw", action="store_true",
               help="speak the text as written: no {name} interpolation")
     @argument("text", nargs="*", help="(line magic only) the text to speak")
@@ -241,12 +247,14 @@ class SpeakMagics(Magics, Configurable):
             wait=args.wait or self.wait, play=self.play and not args.no_play,
             plot=self.plot and not args.no_plot, requested=requested, kind=kind,
             now=args.now or self.overlap == "interrupt",
+            captions=self.captions and not args.no_captions,
         )
 
     def say(self, text: str, *, voice: str | None = None, speed: float | None = None,
             provider: str | None = None, precision: str | None = None, lang: str | None = None,
             output: str | None = None, wait: bool = False, play: bool = True, plot: bool = True,
-            requested: float | None = None, kind: str = "%%speak", now: bool = False) -> Speech:
+            requested: float | None = None, kind: str = "%%speak", now: bool = False,
+            captions: bool = True) -> Speech:
         """What ``%%speak`` does after parsing: start (or queue) and show one utterance.
 
         Returns the :class:`Speech`; its ``.result`` is what ``-o`` stores.
@@ -263,7 +271,7 @@ class SpeakMagics(Magics, Configurable):
                 synth, text, voice or self.voice, self.speed if speed is None else speed,
                 lang or self.lang or None, precision or self.precision, provider or self.provider,
             )
-            player = Player() if play else None
+            player = Player(captions=captions) if play else None
             # Nothing ahead: start now, in the cell (so every error is reported here).
             source = request if after is not None else request.start()
         except (TextError, VoiceError, ProviderUnavailable, ValueError, FileNotFoundError,

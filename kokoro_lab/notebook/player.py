@@ -121,6 +121,9 @@ class Player(anywidget.AnyWidget):
     # What a page reported it played for the current stream (the last report wins), so a page
     # that connects later shows the same measured figures.
     heard = traitlets.Dict().tag(sync=True)
+    # Show the text under the player with the word being heard highlighted (chunks that carry
+    # word timings, ``meta["words"]``: [text, start_s, end_s, char_start, char_end] each).
+    captions = traitlets.Bool(True).tag(sync=True)
 
     def __init__(self, **kwargs) -> None:
         kwargs.setdefault("player_id", uuid.uuid4().hex[:12])

@@ -484,4 +484,8 @@ def chunk_meta(chunk) -> dict:
     margin = getattr(chunk, "start_margin_ms", 0) or 0
     if margin:
         meta["start_margin_ms"] = round(float(margin), 1)
+    words = getattr(chunk, "words", None)
+    if words:  # the page highlights the word being heard from these
+        meta["words"] = [[w.text, round(w.start, 3), round(w.end, 3), w.char_start, w.char_end]
+                         for w in words]
     return meta

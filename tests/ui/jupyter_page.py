@@ -65,9 +65,19 @@ def wait_kernel_idle(page, timeout_s: float = 120) -> None:
 
 
 def run_all(page) -> None:
-    """Run > Run All Cells, from the menu bar (JupyterLab and Notebook 7)."""
-    page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).first.click()
-    page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
+    """Run > Run All Cells, from the menu bar (JupyterLab and Notebook 7); retried once if the
+    first cell did not start (a menu opened while the page was still settling)."""
+    first = cell(page, 0).locator(".jp-InputPrompt")
+    for _ in range(3):
+        page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).first.click()
+        page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).first.click()
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            if re.search(r"\[(\*|\d+)\]", first.inner_text()):
+                return
+            time.sleep(0.1)
+        page.keyboard.press("Escape")
+    raise AssertionError("Run All Cells did not start the notebook")
 
 
 def players(page) -> list[dict]:

@@ -104,6 +104,14 @@ def test_run_all_makes_every_speaking_cell_heard(lab, launch, artifacts):
         browser.close()
 
 
+def save(page) -> None:
+    """Save the notebook (Ctrl+S) and wait until JupyterLab says it is saved."""
+    page.keyboard.press("Escape")
+    page.keyboard.press("Control+s")
+    page.wait_for_function(
+        "!document.querySelector('.lm-TabBar-tab.jp-mod-current.jp-mod-dirty')", timeout=30_000)
+
+
 def check_in_kernel(page, code: str, expect: list[float]) -> None:
     """Append a cell, run it, and compare the numbers it prints with ``expect``."""
     cell(page, page.locator(".jp-Notebook .jp-Cell").count() - 1).locator(
@@ -159,7 +167,8 @@ def test_a_reloaded_page_plays_a_live_stream_and_offers_a_finished_one(lab, laun
         run(page, 1)
         press_run(page, 2)
         wait_players(page, lambda s: s and s[0]["log"], 120, "first-chunk")
-        time.sleep(3.0)  # well into the stream
+        save(page)  # a reload shows the notebook as saved: its outputs hold the player's view
+        time.sleep(2.0)  # well into the stream
         page.reload()
         state = wait_players(page, lambda s: s and s[0]["phase"] in ("playing", "done"), 120,
                              "reloaded-live")
@@ -167,6 +176,7 @@ def test_a_reloaded_page_plays_a_live_stream_and_offers_a_finished_one(lab, laun
         state = wait_players(page, lambda s: heard_all(s, 1), 300, "reloaded-done")
         check_played_out(state[0])
         assert state[0]["heard"]["late_join"] is True
+        save(page)
         page.reload()  # now it has ended: offered, with the chart as it ended
         state = wait_players(page, lambda s: s and s[0]["phase"] == "offered", 120, "offered")
         assert state[0]["fullVisible"] and not state[0]["log"]  # nothing auto-played
@@ -214,6 +224,9 @@ def test_voila_offers_what_was_made_with_its_chart(voila, launch, artifacts):
         player = state[0]
         assert player["fullVisible"] and player["chunks"] == player["total"] > 0
         assert player["made"] > 1.0
+        page.wait_for_function(
+            "Number.isFinite(document.querySelector('.kokoro-player audio').duration)",
+            timeout=30_000)
         duration = page.evaluate("document.querySelector('.kokoro-player audio').duration")
         assert abs(duration - player["made"]) < 0.05  # the whole utterance, one press away
         chart = page.locator(".js-plotly-plot")

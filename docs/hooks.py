@@ -201,6 +201,8 @@ def _machine_line(machine: dict) -> str:
 
 def profile_markdown() -> str:
     """Cost and quality per provider × precision, from each saved profile report."""
+    from kokoro_lab.profiling.runner import quality_cells, reference_note
+
     reports = [p for p in results_files() if p.name.startswith("profile") and p.suffix == ".json"]
     if not reports:
         return ("!!! note \"No profile in this build\"\n"
@@ -215,21 +217,22 @@ def profile_markdown() -> str:
         head = "| provider | precision | first audio ms | RTF | load ms | load MB |"
         rule = "|---|---|---:|---:|---:|---:|"
         if quality:
-            head += " log-mel dB vs first | WER |"
-            rule += "---:|---:|"
+            head += " WER | PESQ-WB mean (min) | DNSMOS OVRL / SIG / P.808 |"
+            rule += "---:|---:|---|"
         parts += [head, rule]
         for row in rows:
             if "absent" in row:
                 parts.append(f"| {row['provider']} | {row['precision']} | absent: "
-                             f"{_cell(row['absent'])} |" + " |" * (5 if quality else 3))
+                             f"{_cell(row['absent'])} |" + " |" * (6 if quality else 3))
                 continue
             line = (f"| {row['provider']} | {row['precision']} | "
                     f"{_number(row.get('first_audio_ms'))} | {_number(row.get('rtf'), 3)} | "
                     f"{_number(row.get('load_ms'))} | {_number(row.get('load_rss_mb'))} |")
             if quality:
-                distance = next((v for k, v in row.items() if k.startswith("log_mel_db")), None)
-                line += f" {_number(distance, 2)} | {_number(row.get('wer'), 3)} |"
+                line += quality_cells(row)
             parts.append(line)
+        if quality and data.get("reference"):
+            parts += ["", reference_note(data["reference"])]
         parts += ["", "Medians over the measured repeats. Raw file: "
                   f"[`{path.name}`](results/{path.name}).", ""]
     return "\n".join(parts)

@@ -1,9 +1,10 @@
 """``kokoro-lab``: the command-line front door onto the engine.
 
-Subcommands: ``speak`` (text → WAV with a per-chunk latency table), ``assets`` (what is cached,
-where, sizes and hashes), ``bench`` (kokoro-onnx against kokoro_lab in one process), ``doctor``
-(is the install consistent, and the exact fix when not), and the ones other modules register
-(``render``, ``profile``) through :data:`EXTRA_COMMANDS`.
+Subcommands: ``speak`` (text → WAV with a per-chunk latency table), ``voices`` (the 54 voice
+names by language and gender), ``assets`` (what is cached, where, sizes and hashes), ``bench``
+(kokoro-onnx against kokoro_lab in one process), ``doctor`` (is the install consistent, and the
+exact fix when not), and the ones other modules register (``render``, ``profile``) through
+:data:`EXTRA_COMMANDS`.
 """
 
 from __future__ import annotations
@@ -46,6 +47,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_voice_options(speak)
     speak.add_argument("--json", action="store_true", help="print the metrics as JSON")
     speak.set_defaults(func=cmd_speak)
+
+    voices = sub.add_parser("voices", help="list the voice names by language and gender "
+                            "(reads the voice file only, not the model)")
+    voices.add_argument("--json", action="store_true")
+    voices.set_defaults(func=cmd_voices)
 
     assets = sub.add_parser("assets", help="show the model and voice files, sizes and hashes")
     assets.add_argument("--build", action="store_true",
@@ -113,6 +119,23 @@ def cmd_speak(args: argparse.Namespace) -> int:
         print(f"\nfirst audio {summary['first_audio_ms']:.0f} ms · {summary['chunks']} chunks · "
               f"{summary['audio_s']:.1f} s audio · underrun {summary['underrun_ms']:.0f} ms · "
               f"{result.provider}/{result.precision} → {args.output}")
+    return 0
+
+
+def cmd_voices(args: argparse.Namespace) -> int:
+    from .engine import assets
+    from .engine.voices import VoiceBank, describe_voice
+
+    voices = [describe_voice(name) for name in VoiceBank(assets.voices_path()).names]
+    if args.json:
+        print(json.dumps(voices, indent=2))
+        return 0
+    groups: dict[tuple[str, str], list[str]] = {}
+    for v in voices:
+        groups.setdefault((v["language"], v["gender"]), []).append(v["name"])
+    for (language, gender), names in sorted(groups.items()):
+        print(f"{language}, {gender} ({len(names)}): {', '.join(names)}")
+    print(f"{len(voices)} voices; blend them as 'af_heart:0.7,bf_emma:0.3'")
     return 0
 
 

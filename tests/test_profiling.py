@@ -182,8 +182,8 @@ def test_a_judged_report_reads_speed_and_quality_side_by_side(tmp_path):
     from kokoro_lab.profiling.runner import Absent
 
     reason = ("provider 'cuda' (CUDAExecutionProvider) is not available in this onnxruntime "
-              "build; available: cpu. Install the GPU build: pip install 'kokoro-lab[gpu]' "
-              "(onnxruntime-gpu).")
+              "build; available: cpu. Install ONNX Runtime's GPU build in place of the CPU one "
+              "(make setup GPU=1); `kokoro-lab doctor` checks the result.")
     report = _fake_report(JUDGED, [Absent("cuda", "int8", reason)])
     report.reference = REFERENCE
     table = report.markdown().splitlines()

@@ -55,7 +55,7 @@ def test_unknown_voice_suggests_close_names_and_where_to_list_them_all(bank):
     with pytest.raises(VoiceError, match="unknown voice 'af_hart'; did you mean af_heart") as info:
         bank.table("af_hart")
     message = str(info.value)
-    assert "All 54 names: kokoro_lab.Synthesizer().voices" in message and "…" not in message
+    assert "All 54 names: `kokoro-lab voices`" in message and "…" not in message
     with pytest.raises(VoiceError, match="unknown voice 'qq_zz'; All 54 names"):
         bank.table("qq_zz")  # nothing close: still says where the names are
 
@@ -72,3 +72,19 @@ def test_voice_accepts_a_blend_spelled_as_one_string(bank):
     named = voice("af_heart:0.7,bf_emma:0.3", name="mix")
     assert named.label == "mix" and named.parts == (("af_heart", 0.7), ("bf_emma", 0.3))
     np.testing.assert_allclose(bank.table(named), bank.table("af_heart:0.7,bf_emma:0.3"))
+
+
+def test_the_voices_command_lists_every_name_by_language_and_gender(capsys):
+    from kokoro_lab.cli import main
+
+    assert main(["voices"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert "American English, female (11): af_alloy," in out[0]
+    listed = [name for line in out[:-1] for name in line.split(": ", 1)[1].split(", ")]
+    assert sorted(listed) == sorted(VoiceBank(assets.voices_path()).names)
+    assert out[-1].startswith("54 voices")
+    assert main(["voices", "--json"]) == 0
+    import json
+
+    records = json.loads(capsys.readouterr().out)
+    assert {r["gender"] for r in records} == {"female", "male"} and len(records) == 54

@@ -162,6 +162,7 @@ export class PlayerEngine {
       after: desc.after || null,
       sampleRate: desc.sample_rate || 24000,
       label: desc.label || "",
+      origin: desc.origin || "cell ran", // what the request was, for the figures' labels
       // Seen while still being made: it plays (from its start). Seen complete: it is offered.
       live: desc.state === "live",
       lateJoin: desc.state === "live" && (desc.age_ms ?? 0) > LATE_JOIN_MS && desc.chunks > 0,
@@ -383,7 +384,7 @@ export class PlayerEngine {
 
   heard(stream) {
     let origin = stream.requestAt === null ? stream.joinedAt : stream.requestAt;
-    let since = "cell ran";
+    let since = stream.origin;
     if (stream.lateJoin) [origin, since] = [stream.joinedAt, "page joined"];
     if (stream.queueOrigin !== null && stream.queueOrigin > origin) {
       [origin, since] = [stream.queueOrigin, "speech before it ended"];

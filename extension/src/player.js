@@ -133,7 +133,7 @@ function stallText(heard) {
 
 function firstText(heard) {
   if (!heard || heard.first_audible_ms === null || heard.first_audible_ms === undefined) return "";
-  return `first sound ${seconds(heard.first_audible_ms / 1000)} after the ${heard.since || "cell ran"}`;
+  return `first sound ${seconds(heard.first_audible_ms / 1000)} after the ${heard.since || "request"}`;
 }
 
 /** The status line: what the listener is getting, in the page's own measurements. */

@@ -166,6 +166,6 @@ class VoiceBank:
 
         close = difflib.get_close_matches(name, self.names, n=3)
         hint = f"did you mean {', '.join(close)}? " if close else ""
-        return (f"{hint}All {len(self._tables)} names: kokoro_lab.Synthesizer().voices "
-                "(a name reads language, gender, name: af_heart is American English, female, "
-                "Heart)")
+        return (f"{hint}All {len(self._tables)} names: `kokoro-lab voices` in a shell, or "
+                "kokoro_lab.Synthesizer().voices (a name reads language, gender, name: "
+                "af_heart is American English, female, Heart)")

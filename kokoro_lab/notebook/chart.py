@@ -50,6 +50,15 @@ class _Row:
     start_s: float | None = None  # where a page scheduled it (its audio clock)
 
 
+# A page measures first sound from the request (the cell ran, Speak was pressed) unless it
+# joined late or the speech was queued behind another; it then says so in ``since``.
+NOT_FROM_REQUEST = ("page joined", "speech before it ended")
+
+
+def _on_request_clock(heard: dict) -> bool:
+    return heard.get("since") not in NOT_FROM_REQUEST
+
+
 def plural(count: int, word: str) -> str:
     return f"{count} {word}{'' if count == 1 else 's'}"
 
@@ -69,7 +78,8 @@ class LatencyChart:
         self.height = height
         self.origin = origin
         self.may_draw = may_draw or (lambda: True)
-        self.widget = Output(layout=Layout(width="100%", max_width="900px"))
+        # "auto", not 100 %: a widget's own margin would push a 100 % chart past the output.
+        self.widget = Output(layout=Layout(width="auto", max_width="900px"))
         self._lock = threading.Lock()
         self._rows: list[_Row] = []
         self._t0: float | None = None
@@ -119,6 +129,17 @@ class LatencyChart:
         with self._lock:
             self._heard = dict(heard)
         self.request()
+
+    def take_report(self, report: dict) -> None:
+        """Any page report: a ``scheduled`` one places a chunk's playback, a ``heard`` one
+        brings the page's figures (and the final drawing once the page is done)."""
+        kind = report.get("type")
+        if kind == "scheduled":
+            self.add_report(report)
+        elif kind == "heard":
+            self.set_heard(report)
+            if report.get("final"):
+                self.finish()
 
     def finish(self) -> None:
         """Draw the final state now (the utterance ended, or a page reported what it heard)."""
@@ -181,7 +202,7 @@ class LatencyChart:
         first = heard.get("first_audible_ms")
         if not rows or rows[0].start_s is None or first is None:
             return []
-        if heard.get("since", "cell ran") != "cell ran":
+        if not _on_request_clock(heard):
             return []  # a late page or a queued speech: no common clock with the synthesis
         zero = first - rows[0].audible_ms - rows[0].start_s * 1000
         spans = []
@@ -197,7 +218,7 @@ class LatencyChart:
         or when the page joined late or the speech was queued behind another)."""
         with self._lock:
             heard = dict(self._heard)
-        if heard.get("since", "cell ran") != "cell ran":
+        if not _on_request_clock(heard):
             return None
         return heard.get("first_audible_ms")
 

@@ -5,7 +5,8 @@ and nothing waits for the page to answer:
 
 * the player's ``stream`` trait describes the current utterance:
   ``{id, order, after, label, sample_rate, state: live|ended|stopped, chunks, samples,
-  age_ms, end, stop_reason}``; ``age_ms`` is how long after the cell ran the update was sent
+  origin, age_ms, end, stop_reason}``; ``age_ms`` is how long after the request (the moment
+  ``origin`` names: "cell ran" by default) the update was sent
   (the page estimates when the cell ran from it), ``after`` names the stream this one is queued
   behind (see :mod:`kokoro_lab.notebook.magic`);
 * each chunk is a small :class:`AudioChunk` widget model (int16 PCM in a binary buffer, and
@@ -158,12 +159,14 @@ class Player(anywidget.AnyWidget):
         return self.stream.get("state") == "live"
 
     def start(self, label: str = "", sample_rate: int = SAMPLE_RATE, *, order: int = 0,
-              after: str | None = None, requested: float | None = None) -> str:
+              after: str | None = None, requested: float | None = None,
+              origin: str = "cell ran") -> str:
         """Begin a new utterance (pages silence the previous one); returns its id.
 
         ``after`` is the id of a stream (any player's) this one is queued behind: pages start
         it once that one has played out. ``requested`` is the ``perf_counter`` time the user
-        asked for it (the cell ran); ``age_ms`` figures count from it.
+        asked for it; ``age_ms`` figures count from it, and ``origin`` names that moment in the
+        page's figures ("first sound … after the cell ran", "… after Speak was pressed").
         """
         with self._lock:
             self._close_chunks()
@@ -175,7 +178,7 @@ class Player(anywidget.AnyWidget):
             self._set_stream({
                 "id": uuid.uuid4().hex[:8], "order": order, "after": after, "label": label,
                 "sample_rate": sample_rate, "state": "live", "chunks": 0, "samples": 0,
-                "protocol": PROTOCOL,
+                "origin": origin, "protocol": PROTOCOL,
             })
             return self.stream_id
 

@@ -26,19 +26,16 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 import threading
 import time
-import wave
 from dataclasses import dataclass, field
-
-import numpy as np
 
 from ..engine.metrics import Result, first_audible_sample
 from ..engine.sessions import check_available
 from ..engine.synthesizer import Stream, Synthesizer, _check_text, check_speed
 from ..engine.voices import Voice
 from .chart import LatencyChart, plural
+from .clip import wav_bytes
 from .player import Player
 
 HTML_AUDIO_LIMIT_S = 120  # longer results render without an embedded <audio> (size)
@@ -186,14 +183,7 @@ class SpeakResult(Result):
         return "".join(parts)
 
     def _wav_base64(self) -> str:
-        buffer = io.BytesIO()
-        pcm = (np.clip(self.audio, -1.0, 1.0) * 32767).astype("<i2")
-        with wave.open(buffer, "wb") as out:  # same encoding as the engine's write_wav
-            out.setnchannels(1)
-            out.setsampwidth(2)
-            out.setframerate(self.sample_rate)
-            out.writeframes(pcm.tobytes())
-        return base64.b64encode(buffer.getvalue()).decode("ascii")
+        return base64.b64encode(wav_bytes(self.audio, self.sample_rate)).decode("ascii")
 
 
 def heard_rows(heard: dict | None) -> dict[str, str]:
@@ -364,15 +354,8 @@ class Speech:
             observe = getattr(self.stream, "observe_playback", None)
             if observe is not None:
                 observe(float(report["ahead_s"]), at=report["received"])
-        chart = self.chart
-        if chart is None:
-            return
-        if kind == "scheduled":
-            chart.add_report(report)
-        elif kind == "heard":
-            chart.set_heard(report)
-            if report.get("final"):
-                chart.finish()
+        if self.chart is not None:
+            self.chart.take_report(report)
 
     def _chart_may_draw(self) -> bool:
         """Redraw only when the page has audio to spare (or synthesis is over)."""

@@ -67,7 +67,7 @@ def wait_kernel_idle(page, timeout_s: float = 120) -> None:
 def run_all(page) -> None:
     """Run > Run All Cells, from the menu bar (JupyterLab and Notebook 7); retried once if the
     first cell did not start (a menu opened while the page was still settling)."""
-    first = cell(page, 0).locator(".jp-InputPrompt")
+    first = page.locator(".jp-Notebook .jp-CodeCell").first.locator(".jp-InputPrompt")
     for _ in range(3):
         page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).first.click()
         page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).first.click()

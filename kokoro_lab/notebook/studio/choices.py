@@ -67,8 +67,9 @@ def provider_choices() -> tuple[list[str], dict[str, str]]:
     available = available_providers()
     gpu_build = _dist_installed("onnxruntime-gpu")
     reasons = {
-        "cuda": "this onnxruntime build has no CUDA" if gpu_build
-        else "onnxruntime-gpu not installed (`kokoro-lab doctor` says how)",
+        # A GPU build always has CUDA compiled in: without it, the CPU wheel's files won.
+        "cuda": "the CPU onnxruntime wheel shadows onnxruntime-gpu (run kokoro-lab doctor)"
+        if gpu_build else "onnxruntime-gpu not installed (make setup GPU=1; see kokoro-lab doctor)",
         "tensorrt": "TensorRT is not in this onnxruntime build" if gpu_build
         else "onnxruntime-gpu not installed",
         "rocm": "needs an onnxruntime ROCm build",

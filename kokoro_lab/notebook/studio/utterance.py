@@ -123,7 +123,8 @@ class Utterance:
         self.stream_id: str | None = None
         if player is not None:
             with self._player_lock:
-                self.stream_id = player.start(label=_preview(text), requested=self.requested)
+                self.stream_id = player.start(label=_preview(text), requested=self.requested,
+                                              origin="Speak was pressed")
             self.result._player = player
             player.on_stop_request(self._on_stop_request)
             player.on_report(self._on_report)
@@ -199,18 +200,10 @@ class Utterance:
     def _on_report(self, report: dict) -> None:
         """A page's report (kernel main thread): its schedule paces the feeder; what it
         played goes to the chart."""
-        kind = report.get("type")
-        if kind == "scheduled":
+        if report.get("type") == "scheduled":
             self._on_scheduled(report)
-        chart = self.chart
-        if chart is None:
-            return
-        if kind == "scheduled":
-            chart.add_report(report)
-        elif kind == "heard":
-            chart.set_heard(report)
-            if report.get("final"):
-                chart.finish()
+        if self.chart is not None:
+            self.chart.take_report(report)
 
     def _chart_may_draw(self) -> bool:
         """Redraw the chart only when the listener has audio to spare (or synthesis is over):

@@ -30,7 +30,7 @@ from ...engine.synthesizer import Stream, Synthesizer
 from ...engine.voices import Voice
 from ..chart import LatencyChart
 from ..player import Player
-from ..speech import SpeakResult
+from ..speech import SpeakResult, chunk_meta
 
 LEAD_S = 1.0  # seconds of audio sent ahead of playback: room to re-synthesize after a change
 CHART_MIN_AHEAD_S = 0.5  # the chart redraws while synthesizing only with this much audio ahead
@@ -313,12 +313,8 @@ class Utterance:
         seconds = len(chunk.audio) / SAMPLE_RATE
         with self._player_lock:
             if self._owns_player() and not self._stopped.is_set():
-                self.player.push(
-                    chunk.audio, index=sequence, text=chunk.text, voice=chunk.voice,
-                    speed=chunk.speed, ready_ms=round(chunk.ready_ms, 2),
-                    audio_ms=round(chunk.audio_ms, 2),
-                    synthesis_ms=round(chunk.synthesis_ms, 2),
-                )
+                self.player.push(chunk.audio, index=sequence, voice=chunk.voice,
+                                 speed=chunk.speed, **chunk_meta(chunk))
         now = time.perf_counter()
         with self._lock:
             self._durations.append(seconds)

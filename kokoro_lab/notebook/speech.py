@@ -28,6 +28,7 @@ import base64
 import html
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..engine.metrics import Result, first_audible_sample
@@ -304,20 +305,9 @@ class Speech:
             self.player.stop(reason)
 
     def wait(self, timeout: float | None = None) -> SpeakResult:
-        """Block until the stream ends. Ctrl-C / kernel interrupt stops the speech, then
-        re-raises ``KeyboardInterrupt`` so the cell reports the interruption."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        try:
-            # Short joins, so a pending KeyboardInterrupt is raised promptly on the main thread.
-            while self._thread.is_alive():
-                left = 0.1 if deadline is None else min(0.1, deadline - time.monotonic())
-                if left <= 0:
-                    break
-                self._thread.join(left)
-        except KeyboardInterrupt:
-            self.stop("interrupted")
-            self._thread.join(5)
-            raise
+        """Block until the stream ends (or ``timeout`` passes). Ctrl-C / kernel interrupt
+        stops the speech, then re-raises ``KeyboardInterrupt`` so the cell reports it."""
+        join_interruptibly(self._thread, timeout, self.stop)
         return self.result
 
     def attach_chart(self, chart: LatencyChart) -> None:
@@ -456,6 +446,25 @@ class Speech:
             "engine_first_audio_ms": first_audio,
             "measured_at": time.time(),
         }
+
+
+def join_interruptibly(thread: threading.Thread, timeout: float | None,
+                       stop: Callable[[str], None]) -> bool:
+    """Join ``thread`` in short steps (so a kernel interrupt is raised promptly on the main
+    thread); on ``KeyboardInterrupt`` call ``stop("interrupted")`` and re-raise. Returns whether
+    the thread ended within ``timeout``."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    try:
+        while thread.is_alive():
+            left = 0.1 if deadline is None else min(0.1, deadline - time.monotonic())
+            if left <= 0:
+                return False
+            thread.join(left)
+    except KeyboardInterrupt:
+        stop("interrupted")
+        thread.join(5)
+        raise
+    return True
 
 
 def chunk_meta(chunk) -> dict:

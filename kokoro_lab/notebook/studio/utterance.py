@@ -30,7 +30,7 @@ from ...engine.synthesizer import Stream, Synthesizer
 from ...engine.voices import Voice
 from ..chart import LatencyChart
 from ..player import Player
-from ..speech import SpeakResult, chunk_meta
+from ..speech import SpeakResult, chunk_meta, join_interruptibly
 
 LEAD_S = 1.0  # seconds of audio sent ahead of playback: room to re-synthesize after a change
 CHART_MIN_AHEAD_S = 0.5  # the chart redraws while synthesizing only with this much audio ahead
@@ -172,17 +172,8 @@ class Utterance:
 
     def wait(self, timeout: float | None = None) -> StudioResult:
         """Block until the utterance ends. A kernel interrupt stops it, then re-raises."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        try:
-            while self._thread.is_alive():
-                left = 0.1 if deadline is None else min(0.1, deadline - time.monotonic())
-                if left <= 0:
-                    raise TimeoutError(f"the utterance is still running after {timeout} s")
-                self._thread.join(left)
-        except KeyboardInterrupt:
-            self.stop("interrupted")
-            self._thread.join(5)
-            raise
+        if not join_interruptibly(self._thread, timeout, self.stop):
+            raise TimeoutError(f"the utterance is still running after {timeout} s")
         return self.result
 
     def detach(self) -> None:

@@ -7,12 +7,16 @@ import string
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import pytest
+
 from kokoro_lab.engine.chunking import (
     EFFICIENT_CAP,
     FIRST_MAX_WORDS,
-    FIRST_WHOLE_WORDS,
+    FIRST_MIN_WORDS,
     MAX_PHONEMES,
+    NEEDS_HEAD,
     ChunkPlanner,
+    atoms,
     clean_text,
     plan,
     sentences,
@@ -50,21 +54,48 @@ def test_limits_hold(text, budget_list):
         assert 0 < len(chunk.phonemes) <= MAX_PHONEMES
         words = chunk.text.split()
         if first:
-            assert len(words) <= max(FIRST_WHOLE_WORDS, FIRST_MAX_WORDS)
+            # a phrase cut a few words in, or the whole first clause
+            first_atom = next(atoms(text, fake_phonemize))
+            assert (FIRST_MIN_WORDS <= len(words) <= FIRST_MAX_WORDS
+                    and words[-1].lower() not in NEEDS_HEAD) or chunk.text == first_atom.text
         elif len(words) > 1:
             # Over budget only when a single word is all the chunk holds.
             assert len(chunk.phonemes) <= max(budget, 1) or len(words) == 1
         first = False
 
 
-def test_first_chunk_is_a_short_clause_or_a_few_words():
-    text = "Well, the quick brown fox jumps over the lazy dog again and again. Then it rests."
+@pytest.mark.parametrize(("text", "first"), [
+    ("Well, the quick brown fox jumps over the lazy dog again. Then it rests.", "Well,"),
+    ("The quick brown fox jumps over the lazy dog again and again.", "The quick brown fox jumps"),
+    ("The old lighthouse stood at the edge of the cliff, its paint peeling.",
+     "The old lighthouse stood"),
+    ("Nobody in the village remembered when the light had last failed.",
+     "Nobody in the village remembered"),
+    ("Every evening the keeper climbed the spiral stairs, trimmed the wick.",
+     "Every evening the keeper climbed"),
+    ("A good plan starts small and grows.", "A good plan starts small"),
+    # no phrase boundary a few words in: the whole clause, never a cut inside "the edge of"
+    ("Rain fell upon wet grey slate roofs of the harbour town all night long.",
+     "Rain fell upon wet grey slate roofs of the harbour town all night long."),
+    ("The edge of the old stone wall of the garden crumbled.",
+     "The edge of the old stone wall of the garden crumbled."),
+])
+def test_first_chunk_is_a_short_clause_or_ends_at_a_phrase_boundary(text, first):
     chunks = plan(text, fake_phonemize, [EFFICIENT_CAP] * 10)
-    assert chunks[0].text == "Well,"
-    long_first = "The quick brown fox jumps over the lazy dog again and again. Then it rests."
-    chunks = plan(long_first, fake_phonemize, [EFFICIENT_CAP] * 10)
-    assert chunks[0].text == "The quick brown fox"
-    assert chunks[0].boundary == "word"
+    assert chunks[0].text == first
+    if first != text and not first.endswith(","):
+        assert chunks[0].boundary == "word"
+        assert chunks[1].text.startswith(text[len(first):].split()[0])
+
+
+def test_later_chunks_end_on_a_sentence_when_they_hold_one():
+    text = ("Hello. Short one here. Then a second sentence, with a clause, goes on for a while "
+            "longer. And a third.")
+    chunks = plan(text, fake_phonemize, [0, 40, 200, 200])
+    # chunk 1 could hold "Then a second sentence," too, but ends on the first sentence instead
+    assert chunks[1].text == "Short one here."
+    assert chunks[2].text.startswith("Then a second sentence,")
+    assert chunks[2].boundary == "sentence"
 
 
 def test_later_chunks_grow_with_the_budget_and_end_on_boundaries():

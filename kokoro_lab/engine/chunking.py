@@ -6,12 +6,25 @@ The rule, in order of precedence:
    speakable ends up in exactly one chunk, in order.
 2. Cuts prefer natural boundaries: paragraph and sentence ends, then clause marks
    (``, ; : — –``), then plain spaces only when a clause alone is too long for the budget.
-3. The **first chunk is small** (its first clause, or its first few words when that clause is
-   long) because its synthesis time is the time to first audio.
+3. The **first chunk is small but whole**: its synthesis time is the time to first audio, yet
+   a piece cut at random words sounds fragmented. It is the first clause when that has at most
+   :data:`FIRST_WHOLE_WORDS` words; otherwise the clause is cut at a *phrase boundary*
+   :data:`FIRST_MIN_WORDS`–:data:`FIRST_MAX_WORDS` words in: before a subordinating or relative
+   word ("… remembered | when the light …"), else before a preposition ("… stood | at the
+   edge …"; never "of", which continues a noun phrase), else before a determiner, pronoun or
+   coordinator that follows a content word ("… climbed | the spiral stairs"); the nearest to
+   :data:`FIRST_TARGET_WORDS` wins among equals. The word before the cut must not be one that
+   needs a following word (an article, a preposition, an auxiliary…), so the cut does not fall
+   after an article or inside "X of Y". With no such boundary the whole first clause is the
+   first chunk. These are English closed-class word lists, not a parser: other languages
+   mostly get their whole first clause, and "and" between two adjectives can still be cut.
 4. **Later chunks grow**: each may be as long as the audio already buffered ahead of the
    player can cover its synthesis, predicted from measured speed, up to :data:`EFFICIENT_CAP`
    phonemes (where the model's cost per second of audio is lowest on CPU) and never over
    :data:`MAX_PHONEMES`, the model's context.
+5. **Sentences stay whole when the budget allows**: a chunk that holds a sentence end ends
+   there, so the next chunk starts a sentence instead of continuing a fragment; a chunk ends
+   mid-sentence only when its first sentence alone is over the budget.
 
 Text is split into *atoms* (clauses, or word groups of an over-long clause) lazily, so a
 100,000-character text is never phonemized or held in memory all at once.
@@ -26,8 +39,31 @@ from dataclasses import dataclass
 
 MAX_PHONEMES = 510  # the model's context, tokens between the two pad tokens
 EFFICIENT_CAP = 220  # phonemes; longer chunks cost more per second of audio on CPU
-FIRST_MAX_WORDS = 4  # a first clause longer than FIRST_WHOLE_WORDS is cut after this many words
-FIRST_WHOLE_WORDS = 6
+FIRST_WHOLE_WORDS = 6  # a first clause this short is the first chunk, whole
+FIRST_MIN_WORDS, FIRST_TARGET_WORDS, FIRST_MAX_WORDS = 3, 4, 6  # where a longer one is cut
+
+
+def _closed_class(words: str) -> frozenset[str]:
+    return frozenset(words.split())
+
+
+# Closed-class English words that open a phrase, by how strong a boundary they make before them.
+# Coordinators rank with determiners: "and" may also join two adjectives of one noun phrase.
+SUBORDINATORS = _closed_class(
+    "because while when whenever where wherever whereas if unless until although though since "
+    "as once that which who whom whose than whether so")
+COORDINATORS = _closed_class("and but or nor yet")
+PREPOSITIONS = _closed_class(
+    "at in on to from with without by for into onto over under across toward towards through "
+    "throughout during about above below beneath beside besides between beyond against along "
+    "among around behind inside outside near past upon within like despite after before")
+DETERMINERS = _closed_class(
+    "the a an this these those my your his her its our their some every each no any "
+    "he she it they we i you")
+# Words that need a word after them: a chunk never ends on one.
+NEEDS_HEAD = SUBORDINATORS | COORDINATORS | PREPOSITIONS | DETERMINERS | _closed_class(
+    "of is are was were be been being am has have had do does did will would can could shall "
+    "should may might must not very more most all many much few several both such")
 
 SENTENCE_END = re.compile(r"(?<=[.!?…。！？])[\"'”’)\]]*\s+|\n\s*\n+|\n")
 CLAUSE_END = re.compile(r"(?<=[,;:，；：])\s+|\s+(?=[—–]\s)|(?<=[—–])\s+")
@@ -156,6 +192,31 @@ def split_words(atom: Atom, max_words: int, phonemize: Callable[[str], str]) -> 
     )
 
 
+def _bare(word: str) -> str:
+    return word.strip("\"'“”‘’()[]").lower()
+
+
+def phrase_cut(words: list[str]) -> int | None:
+    """Where to cut a long first clause (the head's word count), or None: see rule 3."""
+    best: tuple[int, float, int] | None = None
+    for cut in range(FIRST_MIN_WORDS, min(FIRST_MAX_WORDS, len(words) - 1) + 1):
+        before, after = _bare(words[cut - 1]), _bare(words[cut])
+        if before in NEEDS_HEAD or not before.isalpha():
+            continue
+        if after in SUBORDINATORS:
+            rank = 0
+        elif after in PREPOSITIONS:
+            rank = 1
+        elif after in DETERMINERS or after in COORDINATORS:
+            rank = 2
+        else:
+            continue
+        key = (rank, abs(cut - FIRST_TARGET_WORDS), cut)
+        if best is None or key < best:
+            best = key
+    return best[2] if best else None
+
+
 class ChunkPlanner:
     """Packs atoms into chunks: a small first chunk, then chunks sized by a budget.
 
@@ -179,6 +240,15 @@ class ChunkPlanner:
         if atom.phonemes:  # a split can leave words that phonemize to nothing (emoji)
             self._pending.insert(0, atom)
 
+    def _end_on_sentence(self, parts: list[Atom]) -> list[Atom]:
+        """Rule 5: a chunk that holds a sentence end ends there; the rest waits for the next."""
+        ends = [i for i, part in enumerate(parts) if part.boundary == "sentence"]
+        if not ends or ends[-1] == len(parts) - 1:
+            return parts
+        for part in reversed(parts[ends[-1] + 1:]):
+            self._push_back(part)
+        return parts[: ends[-1] + 1]
+
     def next_chunk(self, budget: int) -> PlannedChunk | None:
         """The next chunk of at most ``budget`` phonemes (at least one word), or None at the end."""
         budget = max(1, min(budget, MAX_PHONEMES))
@@ -187,8 +257,9 @@ class ChunkPlanner:
             return None
         if self.first:
             self.first = False
-            if atom.words > FIRST_WHOLE_WORDS:
-                head, rest = split_words(atom, FIRST_MAX_WORDS, self._phonemize)
+            cut = phrase_cut(atom.text.split()) if atom.words > FIRST_WHOLE_WORDS else None
+            if cut is not None:
+                head, rest = split_words(atom, cut, self._phonemize)
                 if head.phonemes:
                     atom = head
                     self._push_back(rest)
@@ -212,6 +283,7 @@ class ChunkPlanner:
                 break
             parts.append(following)
             size += 1 + len(following.phonemes)
+        parts = self._end_on_sentence(parts)
         self.planned_chars += sum(len(p.text) + 1 for p in parts)
         return PlannedChunk(
             " ".join(p.text for p in parts),

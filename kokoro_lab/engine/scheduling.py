@@ -37,8 +37,9 @@ from .chunking import EFFICIENT_CAP
 
 MIN_BUDGET = 24  # phonemes: a few words, so a starved buffer still makes progress
 # Lane chunks run two at a time, and a run's working set peaks at ~1 MB per phoneme (int8, CPU):
-# two at 150 phonemes stay within ~300 MB above the warm engine, where two at the efficiency
-# cap (220) reached ~450 MB, at about the same throughput (benchmarks/memory_long_read.py).
+# two at 120 phonemes kept RSS within 280 MB of the warm engine over 60 chunks, where two at
+# the efficiency cap (220) reached ~480 MB, at the same throughput
+# (benchmarks/memory_long_read.py).
 LANE_CAP = 120
 LANE_MIN_PHONEMES = 40  # a lane chunk smaller than this is not worth leaving latency mode
 SAFETY = 0.8  # use this fraction of the buffered audio as the synthesis time allowed

@@ -1,13 +1,25 @@
-"""ONNX Runtime sessions: one per (precision, provider), created once and kept warm.
+"""ONNX Runtime sessions: one per (stage, precision, provider, threads), created once, kept warm.
 
-The rule: a provider the user asks for either runs the model or raises
-:class:`ProviderUnavailable` naming what is available. ONNX Runtime itself falls back to CPU
-silently when, say, the CUDA libraries fail to load; we check the session's active providers
-after creation and refuse that fallback instead of hiding it.
+The rules:
+
+* A provider the user asks for either runs the model or raises :class:`ProviderUnavailable`
+  naming what is available. ONNX Runtime itself falls back to CPU silently when, say, the CUDA
+  libraries fail to load; we check the session's active providers after creation and refuse
+  that fallback instead of hiding it.
+* A *stage* is the whole graph (``"model"``) or one half of the graph split before the vocoder
+  (``"front"``, ``"generator"``; see :mod:`kokoro_lab.engine.split`). Each stage gets its own
+  warm session, so the split path costs no session creation per chunk.
+* Memory stays bounded on a long read, where every chunk is a new input length. Every run
+  uses :func:`run_options`, so ONNX Runtime's CPU arena hands back the blocks a run grew
+  instead of keeping one set per shape; and after each chunk :func:`release_freed_memory`
+  returns what the C allocator keeps of them (glibc holds freed blocks in per-thread arenas,
+  so with parallel lanes the shrinkage alone only delays the growth).
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
 import threading
 import time
@@ -80,7 +92,8 @@ def check_available(provider: str) -> str:
     if name not in _local_providers():
         hint = ""
         if name in ("CUDAExecutionProvider", "TensorrtExecutionProvider"):
-            hint = " Install the GPU build: pip install 'kokoro-lab[gpu]' (onnxruntime-gpu)."
+            hint = (" `kokoro-lab doctor` says why and gives the fix; the GPU runtime is installed"
+                    " by `make setup GPU=1` (see docs/troubleshooting.md).")
         raise ProviderUnavailable(
             f"provider {provider!r} ({name}) is not available in this onnxruntime build; "
             f"available: {', '.join(available_providers())}.{hint}"
@@ -106,6 +119,43 @@ def session_options(threads: int | None = None, profile_prefix: str | None = Non
     return options
 
 
+# Shrink the CPU arena back after every run: without it, RSS grows by the largest block each new
+# chunk length needed and never returns it (1.6 GB after 60 chunks of a long read); the run
+# option frees those blocks at the end of the run at no measurable cost in speed.
+ARENA_SHRINKAGE = ("memory.enable_memory_arena_shrinkage", "cpu:0")
+
+
+def run_options() -> ort.RunOptions:
+    """Options for every inference run: arena shrinkage on; ``terminate`` aborts the run."""
+    options = ort.RunOptions()
+    options.add_run_config_entry(*ARENA_SHRINKAGE)
+    return options
+
+
+def _malloc_trim():
+    """glibc's ``malloc_trim``, or None where the C library has none (macOS, Windows, musl)."""
+    name = ctypes.util.find_library("c")
+    try:
+        return ctypes.CDLL(name).malloc_trim if name else None
+    except (OSError, AttributeError):
+        return None
+
+
+_MALLOC_TRIM = _malloc_trim()
+
+
+def release_freed_memory() -> None:
+    """Give the memory the C allocator holds free back to the system (glibc; no-op elsewhere).
+
+    It costs about a millisecond, and a chunk takes hundreds: called after every chunk.
+    """
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
+
+
+STAGES = ("model", "front", "generator")
+
+
 @dataclass
 class LoadedSession:
     """A warm session and what it cost to load."""
@@ -113,10 +163,11 @@ class LoadedSession:
     session: ort.InferenceSession
     precision: str
     provider: str  # short name asked for
-    model_path: Path
+    model_path: Path  # the source graph (the whole model, also for a stage)
     load_ms: float
     active_providers: list[str] = field(default_factory=list)
     threads: int = 1
+    stage: str = "model"
     # What this session's speed turned out to be, so chunk sizing learns per provider/precision.
     speed_model: SpeedModel = field(default_factory=SpeedModel)
 
@@ -143,29 +194,48 @@ def create_session(
     return session, active
 
 
+def stage_path(model: Path, stage: str) -> Path:
+    """The graph file a stage runs: the model itself, or one of its cached split stages."""
+    if stage == "model":
+        return model
+    if stage not in STAGES:
+        raise ValueError(f"unknown stage {stage!r}; choose one of {', '.join(STAGES)}")
+    from . import split, windowed  # onnx is only imported when a split is asked for
+
+    paths = split.split_model(model)
+    # The generator stage takes a phase offset, so it can start after skipped frames; with an
+    # offset of zero it is the unsplit model's vocoder, bit for bit.
+    return paths.front if stage == "front" else windowed.phase_graph_path(paths)
+
+
 class SessionCache:
-    """Sessions keyed by (precision, provider, model file, threads), created on first use."""
+    """Sessions keyed by (stage, precision, provider, model file, threads), made on first use."""
 
     def __init__(self) -> None:
-        self._sessions: dict[tuple[str, str, str, int], LoadedSession] = {}
+        self._sessions: dict[tuple[str, str, str, str, int], LoadedSession] = {}
         self._lock = threading.Lock()
 
     def get(self, precision: str, provider: str, model: str | Path | None = None,
-            threads: int | None = None) -> LoadedSession:
+            threads: int | None = None, stage: str = "model") -> LoadedSession:
         path = Path(model) if model else assets.model_path(precision)
         threads = threads or default_threads()
-        key = (precision, provider.lower(), str(path), threads)
+        key = (stage, precision, provider.lower(), str(path), threads)
         with self._lock:
             if key not in self._sessions:
                 start = time.perf_counter()
-                session, active = create_session(path, provider, threads)
+                session, active = create_session(stage_path(path, stage), provider, threads)
                 self._sessions[key] = LoadedSession(
                     session=session, precision=precision, provider=provider.lower(),
                     model_path=path, load_ms=(time.perf_counter() - start) * 1000,
-                    active_providers=active, threads=threads,
+                    active_providers=active, threads=threads, stage=stage,
                     speed_model=SpeedModel(prior_scale=(default_threads() / threads) ** 0.5),
                 )
             return self._sessions[key]
+
+    def loaded(self) -> list[LoadedSession]:
+        """Every session created so far."""
+        with self._lock:
+            return list(self._sessions.values())
 
     def clear(self) -> None:
         with self._lock:

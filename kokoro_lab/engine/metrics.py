@@ -2,8 +2,9 @@
 
 Times are ``time.perf_counter()`` seconds; ``*_ms`` fields are derived from them. "Time to
 first audio" follows the project's definition: from the call until the first *audible* sample
-(|x| > :data:`AUDIBLE`) would play, with playback starting at the first chunk and each chunk
-played right after the previous one (or as soon as it is ready, whichever is later).
+(|x| > :data:`AUDIBLE`) would play, with playback starting at the first chunk (plus the start
+margin the engine asked for on it, :attr:`Chunk.start_margin_ms`) and each chunk played right
+after the previous one (or as soon as it is ready, whichever is later).
 """
 
 from __future__ import annotations
@@ -16,11 +17,30 @@ import numpy as np
 
 SAMPLE_RATE = 24_000
 AUDIBLE = 0.02
+DURATION_UNIT_SAMPLES = 600  # output samples per token-duration unit (two 300-sample frames)
 
 
 @dataclass
 class Chunk:
-    """One piece of streamed audio and how it was made."""
+    """One piece of streamed audio and how it was made.
+
+    Facts for placing words on the audio (no extra model run makes them):
+
+    * ``token_durations``: the front stage's per-token durations (``/encoder/Clip_output_0``,
+      int), for every token including the leading and trailing pad tokens; ``None`` when the
+      chunk was made by the ``"full"`` decoder, which does not expose them. One duration unit
+      is :data:`DURATION_UNIT_SAMPLES` = 600 output samples (two 300-sample frames, 25 ms) at
+      any speed — the speed is applied to the durations before they are rounded — so
+      ``token_durations.sum() * 600`` is the full model output's length in samples.
+    * ``trim_start``: samples of that full model output (as if nothing had been skipped) that
+      precede ``audio[0]``: the pad frames the decoder skipped plus what the trim removed.
+    * ``speech_samples``: samples of ``audio`` before the appended pause.
+
+    ``start_margin_ms`` (chunk 0 only, else 0): how long the player should wait after this
+    chunk arrives before starting playback, because the speed measured now says the rest of
+    the text could not otherwise keep up (see
+    :meth:`kokoro_lab.engine.scheduling.Scheduler.start_margin_s`).
+    """
 
     index: int
     text: str
@@ -35,6 +55,11 @@ class Chunk:
     speed: float
     pause_ms: float = 0.0  # silence appended after the speech (sentence or clause pause)
     threads: int = 0  # intra-op threads of the session that made it (1 on a CPU lane)
+    decoder: str = ""  # the decoder mode that made it ("skip_pads" or "full")
+    token_durations: np.ndarray | None = field(default=None, repr=False)
+    trim_start: int = 0
+    speech_samples: int = 0
+    start_margin_ms: float = 0.0
 
     @property
     def phoneme_count(self) -> int:
@@ -76,6 +101,8 @@ class Chunk:
             "voice": self.voice,
             "speed": self.speed,
             "threads": self.threads,
+            "decoder": self.decoder,
+            "start_margin_ms": round(self.start_margin_ms, 2),
         }
 
 
@@ -98,12 +125,14 @@ def first_audible_sample(audio: np.ndarray, threshold: float = AUDIBLE) -> int |
     return int(loud[0]) if loud.size else None
 
 
-def simulate_playback(ready_ms: list[float], audio: list[np.ndarray]) -> Playback:
+def simulate_playback(ready_ms: list[float], audio: list[np.ndarray],
+                      start_margin_ms: float = 0.0) -> Playback:
     """Play each chunk when it is ready and the previous one has ended; measure the result.
 
-    ``ready_ms[i]`` is when chunk ``i`` became available, relative to the call.
+    ``ready_ms[i]`` is when chunk ``i`` became available, relative to the call; playback
+    starts ``start_margin_ms`` after the first chunk is ready.
     """
-    clock = 0.0  # when the player's queue runs dry
+    clock = ready_ms[0] + start_margin_ms if ready_ms else 0.0  # when the queue runs dry
     first_audio = None
     underrun_ms, underruns = 0.0, 0
     for ready, samples in zip(ready_ms, audio, strict=True):
@@ -146,7 +175,9 @@ class Result:
 
     @property
     def playback(self) -> Playback:
-        return simulate_playback([c.ready_ms for c in self.chunks], [c.audio for c in self.chunks])
+        margin = self.chunks[0].start_margin_ms if self.chunks else 0.0
+        return simulate_playback([c.ready_ms for c in self.chunks],
+                                 [c.audio for c in self.chunks], margin)
 
     def records(self) -> list[dict]:
         return [c.metrics() for c in self.chunks]
@@ -174,8 +205,9 @@ class Result:
 
     def __repr__(self) -> str:
         s = self.summary()
+        chunks = f"{s['chunks']} chunk" + ("" if s["chunks"] == 1 else "s")
         return (
-            f"<Result {s['chunks']} chunks, {s['audio_s']} s audio, first audio "
+            f"<Result {chunks}, {s['audio_s']} s audio, first audio "
             f"{s['first_audio_ms']} ms, {self.provider}/{self.precision}>"
         )
 

@@ -44,6 +44,7 @@ BOUNDARY = (STYLE, F0, FEATURES)
 # Rounded per-token durations [1, T] (in units of two frames): an extra front-stage output so a
 # caller can see where the leading silent pad ends without synthesising it.
 DURATIONS = "/encoder/Clip_output_0"
+DURATION_FRAMES = 2  # frames per duration unit, at any speed (speed scales the durations)
 MODEL_INPUTS = ("tokens", "style", "speed")
 AUDIO = "audio"
 FRAME_SAMPLES = 300
@@ -203,6 +204,21 @@ def _name_inputs(model: onnx.ModelProto) -> None:
                 dim.dim_param = size
 
 
+def pad_span(durations: np.ndarray, total: int, margin: int) -> tuple[int, int]:
+    """Frames ``[begin, finish)`` of a ``total``-frame chunk between its two silent pads.
+
+    ``durations`` are the front stage's per-token durations (the pads are the first and last
+    tokens); ``margin`` frames of each pad are kept so the onset and the release keep their
+    context. The span is never empty.
+    """
+    durations = np.asarray(durations).ravel()
+    lead = int(DURATION_FRAMES * durations[0])
+    trail = int(DURATION_FRAMES * durations[-1])
+    begin = min(max(0, lead - margin), total - 1)
+    finish = min(total, max(begin + 1, total - trail + margin))
+    return begin, finish
+
+
 class SplitSession:
     """The two stages as ONNX Runtime sessions: :meth:`front` then :meth:`generator`.
 
@@ -243,7 +259,8 @@ class SplitSession:
 
 
 __all__ = [
-    "BOUNDARY", "DURATIONS", "F0", "FEATURES", "FRAME_SAMPLES", "STYLE", "SplitError", "SplitPaths",
-    "SplitSession", "boundary_tensors", "cached_graph", "check_boundary", "split_model",
-    "split_paths",
+    "BOUNDARY", "DURATIONS", "DURATION_FRAMES", "F0", "FEATURES", "FRAME_SAMPLES", "STYLE",
+    "SplitError", "SplitPaths",
+    "SplitSession", "boundary_tensors", "cached_graph", "check_boundary", "pad_span",
+    "split_model", "split_paths",
 ]

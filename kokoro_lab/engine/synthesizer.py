@@ -3,7 +3,13 @@
 A :class:`Stream` runs synthesis on a worker thread that stays ahead of the consumer through a
 bounded queue (so a 100,000-character text never holds more than a few chunks of audio in
 flight). Closing the stream or calling :meth:`Stream.cancel` aborts the inference in flight
-(ONNX Runtime's ``RunOptions.terminate``) and stops the worker before its next chunk.
+(ONNX Runtime's ``RunOptions.terminate``, on whichever stage or lane is running) and stops the
+worker before its next chunk.
+
+Each chunk is decoded by the synthesizer's decoder mode (:mod:`kokoro_lab.engine.decoding`):
+by default the split graph, with the vocoder skipping the silent pad frames. The player may
+report how much audio it really has buffered (:meth:`Stream.observe_playback`); chunk sizing
+then follows that measurement instead of a simulated playback.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import weakref
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,9 +32,16 @@ from kokoro_onnx.trim import trim as trim_silence
 
 from . import assets
 from .chunking import MAX_PHONEMES, ChunkPlanner, PlannedChunk, TextError, clean_text
+from .decoding import DEFAULT_DECODER, Decoder, Rendered, check_decoder, silent_tokens
 from .metrics import SAMPLE_RATE, Chunk, Result
 from .scheduling import Scheduler
-from .sessions import SESSIONS, LoadedSession, check_available, default_threads
+from .sessions import (
+    SESSIONS,
+    check_available,
+    default_threads,
+    release_freed_memory,
+    run_options,
+)
 from .voices import Voice, VoiceBank, VoiceError, parse
 
 SENTENCE_PAUSE_S = 0.25
@@ -53,7 +67,12 @@ def check_speed(speed: float) -> float:
 
 
 class Synthesizer:
-    """A warm Kokoro-82M engine for one precision and provider.
+    """A warm Kokoro-82M engine for one precision, provider and decoder mode.
+
+    ``decoder`` is ``"skip_pads"`` (default: the split graph, the vocoder skips the silent pad
+    frames) or ``"full"`` (the whole released graph, bit-exact model output); see
+    :mod:`kokoro_lab.engine.decoding`. Every session the mode needs (one per stage, and the
+    single-thread lane sessions on a multi-core CPU) is created and warmed here.
 
     >>> synth = Synthesizer()                       # int8 on CPU, built from the registries
     >>> for chunk in synth.stream("Hello there. How are you?"):
@@ -69,6 +88,7 @@ class Synthesizer:
         voices: str | Path | None = None,
         threads: int | None = None,
         lanes: int | None = None,
+        decoder: str = DEFAULT_DECODER,
         warm_up: bool = True,
     ):
         self.precision = precision
@@ -77,39 +97,47 @@ class Synthesizer:
         self.lanes = lanes if lanes is not None else default_lanes(self.provider, self.threads)
         if self.lanes < 1:
             raise ValueError(f"lanes must be at least 1, got {self.lanes}")
+        self.decoder = check_decoder(decoder)
         self._model = model
         check_available(self.provider)
         self.bank = VoiceBank(assets.voices_path(voices))
         self.tokenizer = Tokenizer()
-        self._loaded = self._session(self.precision, self.provider)
+        self._silent = silent_tokens(self.tokenizer.vocab)
+        self._main = self._decoder(self.decoder, self.precision, self.provider)
         if warm_up:
-            self.synthesize(WARMUP_TEXT)
-            lane = self._lane_session(self._loaded)
-            if lane is not None:
-                self._infer(lane, self.phonemize(WARMUP_TEXT, "en-us"), parse("af_heart"), 1.0)
+            self.warm_up(self._main)
 
     # -- configuration ---------------------------------------------------------------------
 
-    def _session(self, precision: str, provider: str, threads: int | None = None
-                 ) -> LoadedSession:
+    def _decoder(self, mode: str, precision: str, provider: str, threads: int | None = None
+                 ) -> Decoder:
         model = self._model if precision == self.precision else None
-        return SESSIONS.get(precision, provider, model=model, threads=threads or self.threads)
+        return Decoder(mode, precision, provider, threads or self.threads, model, self._silent)
 
-    def _lane_session(self, loaded: LoadedSession) -> LoadedSession | None:
-        """The session lanes share (concurrent runs are safe in ONNX Runtime), or None."""
-        if self.lanes == 1 or loaded.provider != "cpu":
+    def _lane_decoder(self, main: Decoder) -> Decoder | None:
+        """The decoder lanes share (concurrent runs are safe in ONNX Runtime), or None."""
+        if self.lanes == 1 or main.provider != "cpu":
             return None
-        return self._session(loaded.precision, loaded.provider,
+        return self._decoder(main.mode, main.precision, main.provider,
                              threads=max(1, self.threads // self.lanes))
+
+    def warm_up(self, main: Decoder) -> None:
+        """One short run on every session ``main`` and its lanes use: the first run of a session
+        pays for its kernels and arena, which must not land on a user's first chunk."""
+        tokens, style = self._inputs(self.phonemize(WARMUP_TEXT, "en-us"), parse("af_heart"))
+        for decoder in (main, self._lane_decoder(main)):
+            if decoder is not None:
+                decoder.render(tokens, style, 1.0, run_options())
 
     @property
     def active_providers(self) -> list[str]:
         """The providers ONNX Runtime actually runs this session on, in priority order."""
-        return list(self._loaded.active_providers)
+        return self._main.active_providers
 
     @property
     def load_ms(self) -> float:
-        return self._loaded.load_ms
+        """Milliseconds it took to create the sessions of the default decoder mode."""
+        return self._main.load_ms
 
     @property
     def voices(self) -> list[str]:
@@ -125,18 +153,18 @@ class Synthesizer:
     def phonemize(self, text: str, lang: str) -> str:
         return " ".join(self.tokenizer.phonemize(text, lang).split())
 
-    def _infer(self, loaded: LoadedSession, phonemes: str, voice: Voice, speed: float,
-               run_options: ort.RunOptions | None = None) -> np.ndarray:
+    def _inputs(self, phonemes: str, voice: Voice) -> tuple[np.ndarray, np.ndarray]:
+        """Model inputs for phonemes: tokens with both pads ``[1, T]``, and the style row."""
         tokens = self.tokenizer.tokenize(phonemes, limit=MAX_PHONEMES)
-        if not tokens:
-            return np.zeros(0, dtype=np.float32)
-        inputs = {
-            "tokens": np.array([[0, *tokens, 0]], dtype=np.int64),
-            "style": self.bank.style(voice, len(tokens)),
-            "speed": np.array([speed], dtype=np.float32),
-        }
-        audio = loaded.session.run(None, inputs, run_options)[0]
-        return np.asarray(audio, dtype=np.float32).ravel()
+        return (np.array([[0, *tokens, 0]], dtype=np.int64),
+                self.bank.style(voice, max(len(tokens), 1)))
+
+    def _render(self, decoder: Decoder, phonemes: str, voice: Voice, speed: float,
+                options: ort.RunOptions | None = None) -> Rendered:
+        tokens, style = self._inputs(phonemes, voice)
+        if tokens.shape[1] <= 2:  # nothing between the pads
+            return Rendered(np.zeros(0, dtype=np.float32), 0, None)
+        return decoder.render(tokens, style, speed, options)
 
     # -- streaming --------------------------------------------------------------------------
 
@@ -150,21 +178,25 @@ class Synthesizer:
         precision: str | None = None,
         provider: str | None = None,
         adaptive: bool = True,
+        decoder: str | None = None,
     ) -> Stream:
         """Start synthesizing ``text``; iterate the result for :class:`Chunk` objects.
 
         Everything is validated before the worker starts, so bad input raises here.
-        ``precision``/``provider`` override the synthesizer's for this call (sessions are
-        cached per pair). ``adaptive=False`` plans fixed chunks instead (no small first chunk,
-        every chunk filled to the efficiency cap, no lanes): the same text then always gives the
-        same chunks, whatever the machine's speed, which comparisons of precisions need.
+        ``precision``/``provider``/``decoder`` override the synthesizer's for this call
+        (sessions are cached per stage, precision, provider and threads). ``adaptive=False``
+        plans fixed chunks instead (no small first chunk, every chunk filled to the efficiency
+        cap, no lanes): the same text then always gives the same chunks, whatever the
+        machine's speed, which comparisons of precisions need.
         """
         text = _check_text(text)
         resolved = self.resolve_voice(voice)
         speed = check_speed(speed)
-        loaded = self._session(precision or self.precision, (provider or self.provider).lower())
+        mode = check_decoder(decoder or self.decoder)
+        main = self._decoder(mode, precision or self.precision,
+                             (provider or self.provider).lower())
         language = lang or resolved.lang
-        return Stream(self, loaded, text, resolved, speed, language, adaptive)
+        return Stream(self, main, text, resolved, speed, language, adaptive)
 
     def synthesize(self, text: str, voice: str | Voice = "af_heart", speed: float = 1.0,
                    lang: str | None = None, **options) -> Result:
@@ -206,11 +238,15 @@ def _stop_live_streams() -> None:
 
 
 class Stream:
-    """An iterator of :class:`Chunk`, synthesized ahead on a worker thread."""
+    """An iterator of :class:`Chunk`, synthesized ahead on a worker thread.
+
+    ``loaded`` is the stream's :class:`~kokoro_lab.engine.decoding.Decoder` (its ``provider``,
+    ``precision`` and ``mode`` say what made the audio).
+    """
 
     _DONE = object()
 
-    def __init__(self, synth: Synthesizer, loaded: LoadedSession, text: str, voice: Voice,
+    def __init__(self, synth: Synthesizer, loaded: Decoder, text: str, voice: Voice,
                  speed: float, lang: str, adaptive: bool):
         self.synth = synth
         self.loaded = loaded
@@ -223,11 +259,13 @@ class Stream:
         self.error: BaseException | None = None
         self._queue: queue.Queue = queue.Queue(maxsize=QUEUE_CHUNKS)
         self._cancel = threading.Event()
-        # Setting `terminate` on these options aborts the inference in flight, so a cancel does
-        # not leave a doomed chunk competing for the CPU with whatever the user starts next.
-        self._run_options = ort.RunOptions()
+        # One set of run options for every run of this stream (both stages, every lane):
+        # setting `terminate` aborts whichever inference is in flight, so a cancel does not
+        # leave a doomed chunk competing for the CPU with whatever the user starts next.
+        self._run_options = run_options()
         self._finished = False
         self.adaptive = adaptive
+        self.scheduler = Scheduler(loaded.speed_model, adaptive=adaptive)
         self.on_chunk: Callable[[Chunk], None] | None = None
         self._worker = threading.Thread(target=self._run, name="kokoro-lab-stream", daemon=True)
         _LIVE_STREAMS.add(self)
@@ -274,6 +312,16 @@ class Stream:
     def cancelled(self) -> bool:
         return self._cancel.is_set()
 
+    def observe_playback(self, buffered_s: float, at: float | None = None) -> None:
+        """Tell the scheduler how much audio the player really had buffered ahead.
+
+        ``buffered_s`` is the audio queued ahead of the listener when it was measured, ``at``
+        the ``time.perf_counter()`` of that measurement (default: now). While the last
+        measurement is fresh the next chunks are sized from it, aged by the time since ``at``,
+        instead of from the simulated playback. Thread-safe; call it from any thread.
+        """
+        self.scheduler.observe_playback(buffered_s, time.perf_counter() if at is None else at)
+
     def join(self, timeout: float | None = None) -> bool:
         self._worker.join(timeout)
         return not self._worker.is_alive()
@@ -283,7 +331,7 @@ class Stream:
         for _ in self:
             pass
         if self.cancelled:
-            raise StreamCancelled(f"stream cancelled after {len(self.chunks)} chunks")
+            raise StreamCancelled(f"stream cancelled after {_count(len(self.chunks), 'chunk')}")
         return Result(chunks=list(self.chunks), provider=self.loaded.provider,
                       precision=self.loaded.precision)
 
@@ -324,7 +372,7 @@ class Stream:
     def _produce(self) -> None:
         """Plan and synthesize chunks, in latency mode or lane mode (see :mod:`scheduling`).
 
-        Latency mode runs one chunk at a time on the all-cores session: the buffer is short, so
+        Latency mode runs one chunk at a time on the all-cores decoder: the buffer is short, so
         the next chunk must come as soon as possible. Once the buffer can cover a lane chunk,
         lane mode keeps ``lanes`` chunks in flight on single-thread sessions, which on a CPU
         makes more audio per second than one session using every core. Chunks are always
@@ -333,8 +381,8 @@ class Stream:
         synth = self.synth
         planner = ChunkPlanner(self.text, lambda t: synth.phonemize(t, self.lang))
         planner.first = self.adaptive
-        scheduler = Scheduler(self.loaded.speed_model, adaptive=self.adaptive)
-        lane = synth._lane_session(self.loaded) if self.adaptive else None
+        scheduler = self.scheduler
+        lane = synth._lane_decoder(self.loaded) if self.adaptive else None
         in_flight: deque[tuple[PlannedChunk, Future]] = deque()
         index = 0
         with ThreadPoolExecutor(max_workers=synth.lanes, thread_name_prefix="kokoro-lab-lane") \
@@ -352,13 +400,13 @@ class Stream:
                     if planned is None:
                         break
                     made = self._synthesize(planned, self.loaded)
-                if not self._deliver(index, planned, made, scheduler):
+                if not self._deliver(index, planned, made, planner):
                     return
                 index += 1
         if index == 0 and not self._cancel.is_set():
             raise TextError(f"nothing speakable in {_preview(self.text)}: it produced no phonemes")
 
-    def _fill_lanes(self, planner: ChunkPlanner, scheduler: Scheduler, lane: LoadedSession,
+    def _fill_lanes(self, planner: ChunkPlanner, scheduler: Scheduler, lane: Decoder,
                     lanes: ThreadPoolExecutor, in_flight: deque, now: float) -> None:
         """Start chunks on free lanes while the buffer (with chunks in flight) can cover them."""
         while len(in_flight) < self.synth.lanes and not planner.first:
@@ -372,44 +420,103 @@ class Stream:
                 return
             in_flight.append((planned, lanes.submit(self._synthesize, planned, lane)))
 
-    def _synthesize(self, planned: PlannedChunk, loaded: LoadedSession):
-        """Run one chunk on ``loaded``; returns (audio, pause, started, finished, loaded)."""
+    def _synthesize(self, planned: PlannedChunk, decoder: Decoder) -> Made:
+        """Run one chunk on ``decoder`` and finish its audio (trim, fades, pause)."""
+        model = decoder.speed_model
+        predicted_s = model.predict_synthesis_s(len(planned.phonemes))
         started = time.perf_counter()
-        raw = self.synth._infer(loaded, planned.phonemes, self.voice, self.speed,
-                                self._run_options)
-        audio, pause = finish_audio(raw, planned.boundary, self.speed)
+        rendered = self.synth._render(decoder, planned.phonemes, self.voice, self.speed,
+                                      self._run_options)
+        release_freed_memory()  # what this chunk's new input shapes needed: back to the system
+        finished_audio = finish_chunk(rendered.audio, planned.boundary, self.speed)
         finished = time.perf_counter()
-        loaded.speed_model.observe(len(planned.phonemes), finished - started,
-                                   len(audio) / SAMPLE_RATE, self.speed)
-        return audio, pause, started, finished, loaded
+        model.observe(len(planned.phonemes), finished - started,
+                      len(finished_audio.audio) / SAMPLE_RATE, self.speed)
+        return Made(finished_audio, rendered, started, finished, decoder,
+                    slowdown=(finished - started) / predicted_s if predicted_s > 0 else 1.0)
 
-    def _deliver(self, index: int, planned: PlannedChunk, made, scheduler: Scheduler) -> bool:
-        audio, pause, started, finished, loaded = made
-        scheduler.chunk_ready(time.perf_counter(), len(audio) / SAMPLE_RATE)
+    def _deliver(self, index: int, planned: PlannedChunk, made: Made,
+                 planner: ChunkPlanner) -> bool:
+        audio = made.finished_audio
+        now = time.perf_counter()
+        margin_s = 0.0
+        if index == 0 and self.adaptive:
+            margin_s = self._start_margin_s(planned, audio, made.slowdown, planner)
+        self.scheduler.chunk_ready(now, len(audio.audio) / SAMPLE_RATE, start_margin_s=margin_s)
         chunk = Chunk(
-            index=index, text=planned.text, phonemes=planned.phonemes, audio=audio,
-            queued=self.queued, started=started, finished=finished,
-            provider=loaded.provider, precision=loaded.precision, voice=self.voice.label,
-            speed=self.speed, pause_ms=pause * 1000, threads=loaded.threads,
+            index=index, text=planned.text, phonemes=planned.phonemes, audio=audio.audio,
+            queued=self.queued, started=made.started, finished=made.finished,
+            provider=made.decoder.provider, precision=made.decoder.precision,
+            voice=self.voice.label, speed=self.speed, pause_ms=audio.pause_s * 1000,
+            threads=made.decoder.threads, decoder=made.decoder.mode,
+            token_durations=made.rendered.durations,
+            trim_start=made.rendered.offset + audio.trim_start,
+            speech_samples=audio.speech_samples, start_margin_ms=margin_s * 1000,
         )
         if self.on_chunk is not None:
             self.on_chunk(chunk)
         return self._put(chunk)
 
+    def _start_margin_s(self, planned: PlannedChunk, audio: FinishedAudio, slowdown: float,
+                        planner: ChunkPlanner) -> float:
+        """The wait before playback that the speed measured now says avoids stalls (see
+        :meth:`Scheduler.start_margin_s`); the rest of the text is estimated at chunk 0's
+        phonemes per character."""
+        remaining_chars = max(0, len(self.text) - planner.planned_chars)
+        per_char = len(planned.phonemes) / max(1, len(planned.text))
+        return self.scheduler.start_margin_s(
+            first_audio_s=len(audio.audio) / SAMPLE_RATE,
+            remaining_phonemes=int(remaining_chars * per_char), speed=self.speed,
+            slowdown=slowdown, chars_per_phoneme=1 / per_char if per_char else 1.0)
 
-def finish_audio(raw: np.ndarray, boundary: str, speed: float) -> tuple[np.ndarray, float]:
+
+@dataclass
+class FinishedAudio:
+    """A chunk's playable audio and where its speech sits in the raw output."""
+
+    audio: np.ndarray  # trimmed, faded, with the boundary pause appended
+    pause_s: float
+    trim_start: int  # raw samples the trim removed before the speech
+    speech_samples: int  # samples of ``audio`` before the pause
+
+
+@dataclass
+class Made:
+    """One synthesized chunk on its way to the consumer."""
+
+    finished_audio: FinishedAudio
+    rendered: Rendered
+    started: float
+    finished: float
+    decoder: Decoder
+    slowdown: float  # measured synthesis time over what the speed model predicted
+
+
+def finish_chunk(raw: np.ndarray, boundary: str, speed: float) -> FinishedAudio:
     """Trim the model's silent pads, fade the edges and add the pause the boundary asks for."""
+    pause = {"sentence": SENTENCE_PAUSE_S, "clause": CLAUSE_PAUSE_S}.get(boundary, 0.02) / speed
     if raw.size == 0:
-        return raw, 0.0
-    audio, _ = trim_silence(raw)
-    audio = np.array(audio, dtype=np.float32)
+        return FinishedAudio(raw, 0.0, 0, 0)
+    trimmed, (head, _) = trim_silence(raw)
+    audio = np.array(trimmed, dtype=np.float32)
     fade = min(int(FADE_S * SAMPLE_RATE), len(audio) // 2)
     if fade:
         ramp = np.linspace(0.0, 1.0, fade, dtype=np.float32)
         audio[:fade] *= ramp
         audio[-fade:] *= ramp[::-1]
-    pause = {"sentence": SENTENCE_PAUSE_S, "clause": CLAUSE_PAUSE_S}.get(boundary, 0.02) / speed
-    return np.concatenate([audio, np.zeros(int(pause * SAMPLE_RATE), np.float32)]), pause
+    speech = len(audio)
+    audio = np.concatenate([audio, np.zeros(int(pause * SAMPLE_RATE), np.float32)])
+    return FinishedAudio(audio, pause, int(head), speech)
+
+
+def finish_audio(raw: np.ndarray, boundary: str, speed: float) -> tuple[np.ndarray, float]:
+    """:func:`finish_chunk`'s audio and pause (seconds)."""
+    finished = finish_chunk(raw, boundary, speed)
+    return finished.audio, finished.pause_s
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _preview(text: str, limit: int = 40) -> str:

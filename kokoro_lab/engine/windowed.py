@@ -340,12 +340,7 @@ class WindowedDecoder:
         total = int(front[F0].shape[-1])
         if not self.skip_pad:
             return 0, total, total
-        durations = np.asarray(front[DURATIONS]).ravel()
-        lead = int(2 * durations[0])  # a duration unit is two frames
-        trail = int(2 * durations[-1])
-        begin = max(0, lead - self.pad_margin)
-        finish = min(total, max(begin + 1, total - trail + self.pad_margin))
-        return begin, finish, total
+        return (*split.pad_span(front[DURATIONS], total, self.pad_margin), total)
 
     def plan(self, front: dict[str, np.ndarray]) -> list[Window]:
         begin, finish, total = self.span(front)

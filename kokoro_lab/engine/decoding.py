@@ -1,0 +1,154 @@
+"""Decoder modes: how one chunk's tokens become audio.
+
+The rule: the vocoder only does work that is heard.
+
+* ``"skip_pads"`` (the default) runs the graph split before the vocoder
+  (:mod:`kokoro_lab.engine.split`): the front stage gives the F0 curve, the decoder features and
+  every token's duration; the generator then starts :data:`LEAD_MARGIN_FRAMES` before the
+  first token that is not a pad, a space or a punctuation mark, skipping the silent lead pad
+  (26–38 frames, 0.3–0.5 s) less that margin: the onset starts up to ~8 frames before its
+  token. It always decodes to the chunk's end: dropping even two trailing pad frames moves
+  the vocoder's time statistics enough to be heard everywhere in the chunk (PESQ 4.2 → 2.9),
+  while the leading silence can go. The source's harmonic phase is continued across the
+  skipped frames (the generator stage has a ``phase_offset`` input,
+  :mod:`kokoro_lab.engine.windowed`; without it PESQ falls by ~0.5), so only the time
+  normalisation differs from the unsplit model, which no longer sees the lead silence; judged
+  by ear against the unsplit rendering of the same chunk that costs little
+  (``benchmarks/decoder_modes.py``, ``docs/streaming-decoder.md``).
+* ``"full"`` runs the whole released graph in one run: exactly the model's own output.
+
+Either way the caller learns where the returned samples sit in the full model output
+(:attr:`Rendered.offset`), so word timings can be placed on the audio that is played.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from .scheduling import SpeedModel
+from .sessions import SESSIONS, LoadedSession
+from .split import AUDIO, BOUNDARY, DURATION_FRAMES, DURATIONS, F0, FEATURES, FRAME_SAMPLES
+from .windowed import HARMONICS, PHASE_INPUT, phase_offsets
+
+DECODERS = ("skip_pads", "full")
+DEFAULT_DECODER = "skip_pads"
+LEAD_MARGIN_FRAMES = 12  # decoded before the first spoken token: its onset starts early
+DURATION_UNIT_SAMPLES = DURATION_FRAMES * FRAME_SAMPLES  # output samples per duration unit
+SILENT_CHARACTERS = ";:,.!?¡¿—…\"«»“”() "  # tokens that make no sound of their own (and pads)
+
+
+class DecoderError(ValueError):
+    """An unknown decoder mode."""
+
+
+def check_decoder(mode: str) -> str:
+    """The decoder mode, validated: one of :data:`DECODERS`."""
+    if mode not in DECODERS:
+        raise DecoderError(f"unknown decoder {mode!r}; choose one of {', '.join(DECODERS)}")
+    return mode
+
+
+@dataclass
+class Rendered:
+    """The raw audio of one chunk and where it sits in the full model output."""
+
+    audio: np.ndarray  # float32, untrimmed
+    offset: int  # samples of the full model output (nothing skipped) before audio[0]
+    durations: np.ndarray | None  # per-token durations incl. both pads (None for "full")
+
+
+def silent_tokens(vocab: dict[str, int]) -> frozenset[int]:
+    """Token ids that make no sound of their own: the pad (0), punctuation and the space."""
+    return frozenset({0} | {index for char, index in vocab.items() if char in SILENT_CHARACTERS})
+
+
+def first_decoded_frame(tokens: np.ndarray, durations: np.ndarray, silent: frozenset[int],
+                        lead: int = LEAD_MARGIN_FRAMES) -> int:
+    """The frame the vocoder starts at: ``lead`` frames before the first spoken token.
+
+    ``durations`` are the front stage's per-token durations (one unit is
+    :data:`~kokoro_lab.engine.split.DURATION_FRAMES` frames). With no spoken token, frame 0.
+    """
+    tokens = np.asarray(tokens).ravel()
+    spoken = np.flatnonzero(~np.isin(tokens, list(silent)))
+    if spoken.size == 0:
+        return 0
+    silent_frames = int(np.asarray(durations).ravel()[: spoken[0]].sum()) * DURATION_FRAMES
+    return max(0, silent_frames - lead)
+
+
+class Decoder:
+    """One decoder mode on the warm sessions of one precision, provider and thread count.
+
+    The sessions come from the process-wide :data:`~kokoro_lab.engine.sessions.SESSIONS`
+    cache (one per stage), so building a ``Decoder`` is free once they are loaded. Its speed
+    model is the one of its last stage's session: it learns what this mode costs per chunk.
+    """
+
+    def __init__(self, mode: str, precision: str, provider: str, threads: int,
+                 model: str | Path | None = None, silent: frozenset[int] = frozenset({0})):
+        self.mode = check_decoder(mode)
+        self.silent = silent
+        self.lead_margin = LEAD_MARGIN_FRAMES  # benchmarks/skip_pads_by_ear.py varies it
+        stages = ("model",) if mode == "full" else ("front", "generator")
+        self.sessions: list[LoadedSession] = [
+            SESSIONS.get(precision, provider, model=model, threads=threads, stage=stage)
+            for stage in stages
+        ]
+
+    @property
+    def last(self) -> LoadedSession:
+        return self.sessions[-1]
+
+    @property
+    def provider(self) -> str:
+        return self.last.provider
+
+    @property
+    def precision(self) -> str:
+        return self.last.precision
+
+    @property
+    def threads(self) -> int:
+        return self.last.threads
+
+    @property
+    def speed_model(self) -> SpeedModel:
+        return self.last.speed_model
+
+    @property
+    def active_providers(self) -> list[str]:
+        return list(self.last.active_providers)
+
+    @property
+    def load_ms(self) -> float:
+        return sum(s.load_ms for s in self.sessions)
+
+    def render(self, tokens: np.ndarray, style: np.ndarray, speed: float,
+               options: ort.RunOptions | None = None) -> Rendered:
+        """Decode one chunk; ``tokens`` include the two pad tokens, shape ``[1, T]``."""
+        inputs = {"tokens": tokens, "style": style, "speed": np.array([speed], np.float32)}
+        if self.mode == "full":
+            audio = self.last.session.run(None, inputs, options)[0]
+            return Rendered(np.asarray(audio, np.float32).ravel(), 0, None)
+        front_session, generator = self.sessions
+        outputs = front_session.session.run([*BOUNDARY, DURATIONS], inputs, options)
+        front = dict(zip((*BOUNDARY, DURATIONS), outputs, strict=True))
+        durations = np.asarray(front[DURATIONS]).ravel().astype(np.int64)
+        begin = first_decoded_frame(tokens, durations, self.silent, self.lead_margin)
+        feeds = {name: front[name] for name in BOUNDARY}
+        for name in (F0, FEATURES):  # time is the last axis of both
+            feeds[name] = np.ascontiguousarray(front[name][..., begin:])
+        # Continue the harmonic source's phase from where the skipped frames would have left it.
+        feeds[PHASE_INPUT] = phase_offsets(front[F0])[begin].reshape(1, 1, HARMONICS)
+        audio = generator.session.run([AUDIO], feeds, options)[0]
+        return Rendered(np.asarray(audio, np.float32).ravel(), begin * FRAME_SAMPLES, durations)
+
+
+__all__ = ["DECODERS", "DEFAULT_DECODER", "DURATION_UNIT_SAMPLES", "Decoder", "DecoderError",
+           "LEAD_MARGIN_FRAMES", "Rendered", "check_decoder", "first_decoded_frame",
+           "silent_tokens"]

@@ -1,0 +1,147 @@
+"""Decoder modes on the real int8 model: what the chunks say about their audio, and that
+skipping the lead silence before the vocoder is not heard.
+
+One warm session-scoped synthesizer (``synth``, skip_pads) and the ``"full"`` decoder on the
+same sessions cache; a handful of short chunks.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from kokoro_lab import Synthesizer
+from kokoro_lab.engine.chunking import EFFICIENT_CAP
+from kokoro_lab.engine.decoding import (
+    DURATION_UNIT_SAMPLES,
+    LEAD_MARGIN_FRAMES,
+    DecoderError,
+    first_decoded_frame,
+)
+from kokoro_lab.engine.metrics import AUDIBLE
+from kokoro_lab.engine.sessions import SESSIONS
+from kokoro_lab.engine.split import FRAME_SAMPLES
+
+pytestmark = pytest.mark.model
+
+TEXT = "She laughed. The old lighthouse stood at the edge of the cliff."
+
+
+def raw_full_output(synth: Synthesizer, phonemes: str, voice: str = "af_heart",
+                    speed: float = 1.0) -> np.ndarray:
+    """The unsplit model's whole raw output for one chunk's phonemes."""
+    full = synth._decoder("full", synth.precision, synth.provider)
+    return synth._render(full, phonemes, synth.resolve_voice(voice), speed).audio
+
+
+@pytest.mark.parametrize("speed", [1.0, 1.4])
+def test_token_durations_add_up_to_the_full_model_output(synth, speed):
+    chunks = list(synth.stream(TEXT, speed=speed))
+    for chunk in chunks:
+        durations = chunk.token_durations
+        assert durations is not None and durations.dtype.kind == "i"
+        tokens = synth.tokenizer.tokenize(chunk.phonemes)
+        assert len(durations) == len(tokens) + 2  # both pad tokens included
+        full = raw_full_output(synth, chunk.phonemes, speed=speed)
+        assert durations.sum() * DURATION_UNIT_SAMPLES == len(full)
+        assert chunk.decoder == "skip_pads"
+
+
+def test_trim_start_places_the_audio_in_the_full_model_output(synth):
+    for decoder in ("full", "skip_pads"):
+        chunk = next(iter(synth.stream("Streaming changes that.", decoder=decoder)))
+        full = raw_full_output(synth, chunk.phonemes)
+        speech = chunk.audio[: chunk.speech_samples]
+        assert 0 < chunk.speech_samples < len(chunk.audio)  # the pause follows the speech
+        assert not np.any(chunk.audio[chunk.speech_samples:])
+        same = full[chunk.trim_start: chunk.trim_start + chunk.speech_samples]
+        if decoder == "full":  # the very samples, apart from the 4 ms fades
+            fade = 96
+            np.testing.assert_array_equal(speech[fade:-fade], same[fade:-fade])
+        else:  # another rendering: best aligned at the same place, within a frame
+            window = full[max(0, chunk.trim_start - FRAME_SAMPLES):
+                          chunk.trim_start + chunk.speech_samples + FRAME_SAMPLES]
+            lags = np.correlate(window, speech, mode="valid")
+            assert abs(int(np.argmax(lags)) - FRAME_SAMPLES) <= FRAME_SAMPLES // 2
+
+
+def test_the_full_decoder_exposes_no_durations(synth):
+    chunk = next(iter(synth.stream("Hello there.", decoder="full")))
+    assert chunk.decoder == "full" and chunk.token_durations is None
+    assert chunk.trim_start > 0  # the lead pad the trim removed
+
+
+def test_no_audible_sample_falls_before_the_decoded_frames(synth):
+    voice = synth.resolve_voice("am_adam")
+    for text in ("She laughed.", "Yes!", "Well, then.", '"Quoted," she said.'):
+        phonemes = synth.phonemize(text, voice.lang)
+        tokens, style = synth._inputs(phonemes, voice)
+        rendered = synth._render(synth._main, phonemes, voice, 1.0)
+        begin = first_decoded_frame(tokens, rendered.durations, synth._silent)
+        assert rendered.offset == begin * FRAME_SAMPLES > 0
+        full = raw_full_output(synth, phonemes, voice="am_adam")
+        assert np.abs(full[: rendered.offset]).max() < AUDIBLE, text
+        # the skipped lead is silence, and the margin keeps the onset's run-up
+        assert begin + LEAD_MARGIN_FRAMES <= len(full) // FRAME_SAMPLES
+
+
+@pytest.mark.asr
+def test_skipping_the_lead_silence_is_not_heard(synth):
+    """PESQ-WB against the unsplit rendering of the same chunk, short and long chunks."""
+    from kokoro_lab.engine.synthesizer import finish_chunk
+    from kokoro_lab.quality import pesq_wb
+
+    scores = []
+    for text, voice in (("She laughed.", "af_heart"), ("The old lighthouse stood", "am_adam"),
+                        ("Nobody in the village remembered when the light had last failed.",
+                         "bf_emma")):
+        skip = next(iter(synth.stream(text, voice=voice, adaptive=False)))
+        full = finish_chunk(raw_full_output(synth, skip.phonemes, voice=voice), "word", 1.0)
+        scores.append(pesq_wb(full.audio[: full.speech_samples],
+                              skip.audio[: skip.speech_samples]))
+    assert np.mean(scores) >= 4.0, scores
+
+
+def test_each_stage_has_one_warm_session_and_the_option_is_checked(synth):
+    stages = {s.stage for s in SESSIONS.loaded() if s.precision == "int8"}
+    assert {"front", "generator"} <= stages
+    before = len(SESSIONS)
+    synth.synthesize("Once more, with the same sessions.")
+    assert len(SESSIONS) == before
+    with pytest.raises(DecoderError, match="unknown decoder 'fast'.*skip_pads, full"):
+        Synthesizer(decoder="fast", warm_up=False)
+    threads_before = threading.active_count()
+    with pytest.raises(DecoderError, match="unknown decoder"):
+        synth.stream("Hi.", decoder="windowed")
+    assert threading.active_count() == threads_before
+
+
+def test_cancel_aborts_a_long_chunk_in_flight(synth):
+    """One 220-phoneme chunk takes seconds; cancel lands in the front or generator stage and
+    the worker stops far sooner."""
+    text = ("The keeper climbed the spiral stairs and trimmed the wick and watched the beam "
+            "sweep across the dark water toward ships he would never meet, night after night, "
+            "year after year, while the village slept below the cliff.")
+    stream = synth.stream(text, adaptive=False)
+    time.sleep(0.3)
+    cancelled_at = time.perf_counter()
+    stream.cancel()
+    assert stream.join(timeout=30)
+    predicted = synth._main.speed_model.predict_synthesis_s(EFFICIENT_CAP)
+    assert time.perf_counter() - cancelled_at < predicted / 2
+    assert stream.chunks == []
+
+
+def test_observe_playback_from_another_thread_steers_the_stream(synth):
+    stream = synth.stream("Hello there. This sentence follows the first one. And a third.")
+    first = next(stream)
+    assert 0.0 <= first.start_margin_ms <= 1500.0
+    reporter = threading.Thread(target=stream.observe_playback, args=(0.25,))
+    reporter.start()
+    reporter.join()
+    assert stream.scheduler.measured(time.perf_counter())
+    rest = list(stream)
+    assert all(chunk.start_margin_ms == 0.0 for chunk in rest)

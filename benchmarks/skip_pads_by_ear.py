@@ -1,0 +1,131 @@
+"""How much lead silence the vocoder may skip, judged by ear (no timing).
+
+The rule under test (:mod:`kokoro_lab.engine.decoding`): the ``skip_pads`` decoder starts
+``lead_margin`` frames before the first spoken token. Each margin is judged on real chunks (the
+engine's own chunk plan of the benchmark paragraph, plus short sentences) for several voices,
+against the unsplit model's rendering of the same chunk:
+
+* PESQ-WB per chunk (mean, minimum, mean over the short sentences),
+* DNSMOS OVRL change per chunk, and per utterance (each voice's paragraph chunks joined with
+  100 ms pauses): the bar is ±0.02 of the unsplit rendering,
+* the fraction of frames not decoded, and the loudest unsplit sample that falls in the skipped
+  frames (anything above 0.02 would be audible speech lost).
+
+``python benchmarks/skip_pads_by_ear.py`` writes ``benchmarks/results/skip_pads_by_ear.{json,md}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from kokoro_lab import quality
+from kokoro_lab.bench_texts import PARAGRAPH
+from kokoro_lab.engine.chunking import EFFICIENT_CAP, plan
+from kokoro_lab.engine.synthesizer import Synthesizer, finish_chunk
+
+RESULTS = Path(__file__).parent / "results"
+VOICES = ("af_heart", "am_adam", "bf_emma", "af_bella", "am_michael")
+SHORTS = ("She laughed.", "Yes!", "Well,", "Streaming changes that.")
+PAUSE = np.zeros(2400, np.float32)
+
+
+def speech(raw: np.ndarray) -> np.ndarray:
+    finished = finish_chunk(raw, "word", 1.0)
+    return finished.audio[: finished.speech_samples]
+
+
+def judge_voice(synth: Synthesizer, voice_name: str, margins: list[int]) -> list[dict]:
+    voice = synth.resolve_voice(voice_name)
+    full = synth._decoder("full", synth.precision, synth.provider)
+    skip = synth._decoder("skip_pads", synth.precision, synth.provider)
+    texts = [c.phonemes for c in plan(PARAGRAPH, lambda t: synth.phonemize(t, voice.lang),
+                                      [0, 60, 120] + [EFFICIENT_CAP] * 20)]
+    shorts = [synth.phonemize(t, voice.lang) for t in SHORTS]
+    rows = []
+    for phonemes in [*texts, *shorts]:
+        raw = synth._render(full, phonemes, voice, 1.0).audio
+        reference = speech(raw)
+        row = {"voice": voice_name, "phonemes": len(phonemes), "short": phonemes in shorts,
+               "frames": len(raw) // 300, "reference": reference,
+               "dnsmos": quality.dnsmos(reference)["ovrl"]}
+        for margin in margins:
+            skip.lead_margin = margin
+            rendered = synth._render(skip, phonemes, voice, 1.0)
+            audio = speech(rendered.audio)
+            row[margin] = {
+                "audio": audio, "pesq": quality.pesq_wb(reference, audio),
+                "dnsmos_change": quality.dnsmos(audio)["ovrl"] - row["dnsmos"],
+                "skipped": rendered.offset / len(raw),
+                "lost": float(np.abs(raw[: rendered.offset]).max()) if rendered.offset else 0.0,
+            }
+        rows.append(row)
+    return rows
+
+
+def utterance(parts: list[np.ndarray]) -> np.ndarray:
+    return np.concatenate([np.concatenate([p, PAUSE]) for p in parts])
+
+
+def summarise(rows: list[dict], margins: list[int]) -> dict:
+    summary = {}
+    for margin in margins:
+        judged = [r[margin] for r in rows]
+        changes = []
+        for voice in sorted({r["voice"] for r in rows}):
+            mine = [r for r in rows if r["voice"] == voice and not r["short"]]
+            changes.append(quality.dnsmos(utterance([r[margin]["audio"] for r in mine]))["ovrl"]
+                           - quality.dnsmos(utterance([r["reference"] for r in mine]))["ovrl"])
+        summary[margin] = {
+            "pesq_mean": float(np.mean([j["pesq"] for j in judged])),
+            "pesq_min": float(np.min([j["pesq"] for j in judged])),
+            "pesq_short_mean": float(np.mean([r[margin]["pesq"] for r in rows if r["short"]])),
+            "dnsmos_chunk_change": float(np.mean([j["dnsmos_change"] for j in judged])),
+            "dnsmos_utterance_change": float(np.mean(changes)),
+            "dnsmos_utterance_changes": [round(c, 3) for c in changes],
+            "skipped": float(np.mean([j["skipped"] for j in judged])),
+            "lost_max": float(np.max([j["lost"] for j in judged])),
+        }
+    return summary
+
+
+def markdown(summary: dict, chunks: int) -> str:
+    lines = [
+        "# Skipping the lead silence, judged by ear", "",
+        f"{chunks} chunks ({len(VOICES)} voices: the benchmark paragraph's chunks and "
+        f"{len(SHORTS)} short sentences), int8, against the unsplit rendering of each chunk.",
+        "",
+        "| lead margin (frames) | frames skipped | PESQ-WB mean / min | PESQ short chunks | "
+        "DNSMOS change per chunk | DNSMOS change per utterance | loudest skipped sample |",
+        "|---:|---:|---|---:|---:|---:|---:|",
+    ]
+    for margin, s in summary.items():
+        lines.append(
+            f"| {margin} | {s['skipped']:.1%} | {s['pesq_mean']:.2f} / {s['pesq_min']:.2f} | "
+            f"{s['pesq_short_mean']:.2f} | {s['dnsmos_chunk_change']:+.3f} | "
+            f"{s['dnsmos_utterance_change']:+.3f} | {s['lost_max']:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--margins", default="8,12,16,20,24")
+    parser.add_argument("--voices", default=",".join(VOICES))
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    margins = [int(m) for m in args.margins.split(",")]
+    synth = Synthesizer()
+    rows = [row for voice in args.voices.split(",") for row in judge_voice(synth, voice, margins)]
+    summary = summarise(rows, margins)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "skip_pads_by_ear.json").write_text(json.dumps(
+        {"margins": summary, "chunks": len(rows)}, indent=1) + "\n")
+    (args.out / "skip_pads_by_ear.md").write_text(markdown(summary, len(rows)))
+    print(markdown(summary, len(rows)))
+
+
+if __name__ == "__main__":
+    main()

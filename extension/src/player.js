@@ -14,6 +14,9 @@ import { PlayerEngine, registry } from "./audio.js";
 
 const engines = new Map(); // player_id -> PlayerEngine
 const ORPHAN_GRACE_MS = 1000;
+// While audio plays the view refreshes this often (progress, highlight): ten times a second is
+// smooth enough to read and leaves the CPU to synthesis and audio (no 60 fps redraw loop).
+const REFRESH_MS = 100;
 const FETCH_RETRY_MS = 200;
 const FETCH_TRIES = 100; // a page restoring widgets may create chunk models after the player
 const TICK_MS = 1000;
@@ -272,7 +275,8 @@ function render({ model, el }) {
     root.dataset.audioState = state.audioState;
     root.dataset.scheduled = String(state.scheduled ?? 0);
     root.dataset.stalls = String(state.heard ? state.heard.stalls : 0);
-    status.textContent = describe(state);
+    const line = describe(state);
+    if (status.textContent !== line) status.textContent = line;
     enable.hidden = state.phase !== "blocked";
     stop.hidden = !["preparing", "queued", "blocked", "playing"].includes(state.phase);
     const made = state.receivedSeconds || 0;
@@ -299,12 +303,13 @@ function render({ model, el }) {
     } else {
       captions.box.hidden = true;
     }
-    // Animate the progress bar and the highlight only while audio is actually playing.
-    if (state.phase === "playing" && state.audioState === "running" && frame === null) {
-      frame = requestAnimationFrame(() => {
+    // Refresh the progress bar and the highlight only while audio is actually playing.
+    const playing = (state.phase === "playing" && state.audioState === "running") || !audio.paused;
+    if (playing && frame === null) {
+      frame = setTimeout(() => {
         frame = null;
         update();
-      });
+      }, REFRESH_MS);
     }
   };
   engine.views.add(update);
@@ -315,7 +320,7 @@ function render({ model, el }) {
     engine.views.delete(update);
     model.off("change:message", update);
     model.off("change:captions", update);
-    if (frame !== null) cancelAnimationFrame(frame);
+    if (frame !== null) clearTimeout(frame);
     engine.changed(); // another view may now be the first
     // Output cleared or cell deleted while playing: no view is left to stop the audio, so
     // stop it (and the kernel's stream) unless a view comes back at once (a re-render).

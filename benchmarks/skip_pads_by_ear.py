@@ -1,15 +1,17 @@
 """How much lead silence the vocoder may skip, judged by ear (no timing).
 
 The rule under test (:mod:`kokoro_lab.engine.decoding`): the ``skip_pads`` decoder starts
-``lead_margin`` frames before the first spoken token. Each margin is judged on real chunks (the
-engine's own chunk plan of the benchmark paragraph, plus short sentences) for several voices,
-against the unsplit model's rendering of the same chunk:
+``lead`` frames before the first spoken token and keeps audio until ``after`` frames past the
+middle of the last spoken token (``-``: to the chunk's end), decoding the chunk's last frames
+for the statistics only. Each variant ``lead:after`` is judged on real chunks (the engine's
+own chunk plan of the benchmark paragraph, plus short sentences) for several voices, against
+the unsplit model's rendering of the same chunk:
 
 * PESQ-WB per chunk (mean, minimum, mean over the short sentences),
 * DNSMOS OVRL change per chunk, and per utterance (each voice's paragraph chunks joined with
   100 ms pauses): the bar is ±0.02 of the unsplit rendering,
-* the fraction of frames not decoded, and the loudest unsplit sample that falls in the skipped
-  frames (anything above 0.02 would be audible speech lost).
+* the fraction of frames not decoded, and the loudest unsplit sample that falls outside the
+  kept frames (anything above 0.02 would be audible speech lost).
 
 ``python benchmarks/skip_pads_by_ear.py`` writes ``benchmarks/results/skip_pads_by_ear.{json,md}``.
 """
@@ -25,6 +27,7 @@ import numpy as np
 from kokoro_lab import quality
 from kokoro_lab.bench_texts import PARAGRAPH
 from kokoro_lab.engine.chunking import EFFICIENT_CAP, plan
+from kokoro_lab.engine.decoding import plan_decoding
 from kokoro_lab.engine.synthesizer import Synthesizer, finish_chunk
 
 RESULTS = Path(__file__).parent / "results"
@@ -38,7 +41,7 @@ def speech(raw: np.ndarray) -> np.ndarray:
     return finished.audio[: finished.speech_samples]
 
 
-def judge_voice(synth: Synthesizer, voice_name: str, margins: list[int]) -> list[dict]:
+def judge_voice(synth: Synthesizer, voice_name: str, variants: list[str]) -> list[dict]:
     voice = synth.resolve_voice(voice_name)
     full = synth._decoder("full", synth.precision, synth.provider)
     skip = synth._decoder("skip_pads", synth.precision, synth.provider)
@@ -52,15 +55,20 @@ def judge_voice(synth: Synthesizer, voice_name: str, margins: list[int]) -> list
         row = {"voice": voice_name, "phonemes": len(phonemes), "short": phonemes in shorts,
                "frames": len(raw) // 300, "reference": reference,
                "dnsmos": quality.dnsmos(reference)["ovrl"]}
-        for margin in margins:
-            skip.lead_margin = margin
+        for variant in variants:
+            lead, after = variant.split(":")
+            skip.lead_margin, skip.trail_after = int(lead), None if after == "-" else int(after)
+            tokens, _ = synth._inputs(phonemes, voice)
             rendered = synth._render(skip, phonemes, voice, 1.0)
+            decoded = plan_decoding(tokens, rendered.durations, synth._silent, skip.lead_margin,
+                                 skip.trail_after)
             audio = speech(rendered.audio)
-            row[margin] = {
+            outside = np.concatenate([raw[: decoded.begin * 300], raw[decoded.keep_end * 300:]])
+            row[variant] = {
                 "audio": audio, "pesq": quality.pesq_wb(reference, audio),
                 "dnsmos_change": quality.dnsmos(audio)["ovrl"] - row["dnsmos"],
-                "skipped": rendered.offset / len(raw),
-                "lost": float(np.abs(raw[: rendered.offset]).max()) if rendered.offset else 0.0,
+                "skipped": 1 - len(decoded.frames) / decoded.total,
+                "lost": float(np.abs(outside).max(initial=0.0)),
             }
         rows.append(row)
     return rows
@@ -70,19 +78,19 @@ def utterance(parts: list[np.ndarray]) -> np.ndarray:
     return np.concatenate([np.concatenate([p, PAUSE]) for p in parts])
 
 
-def summarise(rows: list[dict], margins: list[int]) -> dict:
+def summarise(rows: list[dict], variants: list[str]) -> dict:
     summary = {}
-    for margin in margins:
-        judged = [r[margin] for r in rows]
+    for variant in variants:
+        judged = [r[variant] for r in rows]
         changes = []
         for voice in sorted({r["voice"] for r in rows}):
             mine = [r for r in rows if r["voice"] == voice and not r["short"]]
-            changes.append(quality.dnsmos(utterance([r[margin]["audio"] for r in mine]))["ovrl"]
+            changes.append(quality.dnsmos(utterance([r[variant]["audio"] for r in mine]))["ovrl"]
                            - quality.dnsmos(utterance([r["reference"] for r in mine]))["ovrl"])
-        summary[margin] = {
+        summary[variant] = {
             "pesq_mean": float(np.mean([j["pesq"] for j in judged])),
             "pesq_min": float(np.min([j["pesq"] for j in judged])),
-            "pesq_short_mean": float(np.mean([r[margin]["pesq"] for r in rows if r["short"]])),
+            "pesq_short_mean": float(np.mean([r[variant]["pesq"] for r in rows if r["short"]])),
             "dnsmos_chunk_change": float(np.mean([j["dnsmos_change"] for j in judged])),
             "dnsmos_utterance_change": float(np.mean(changes)),
             "dnsmos_utterance_changes": [round(c, 3) for c in changes],
@@ -98,13 +106,13 @@ def markdown(summary: dict, chunks: int) -> str:
         f"{chunks} chunks ({len(VOICES)} voices: the benchmark paragraph's chunks and "
         f"{len(SHORTS)} short sentences), int8, against the unsplit rendering of each chunk.",
         "",
-        "| lead margin (frames) | frames skipped | PESQ-WB mean / min | PESQ short chunks | "
+        "| lead : after (frames) | frames not decoded | PESQ-WB mean / min | PESQ short chunks | "
         "DNSMOS change per chunk | DNSMOS change per utterance | loudest skipped sample |",
         "|---:|---:|---|---:|---:|---:|---:|",
     ]
-    for margin, s in summary.items():
+    for variant, s in summary.items():
         lines.append(
-            f"| {margin} | {s['skipped']:.1%} | {s['pesq_mean']:.2f} / {s['pesq_min']:.2f} | "
+            f"| {variant} | {s['skipped']:.1%} | {s['pesq_mean']:.2f} / {s['pesq_min']:.2f} | "
             f"{s['pesq_short_mean']:.2f} | {s['dnsmos_chunk_change']:+.3f} | "
             f"{s['dnsmos_utterance_change']:+.3f} | {s['lost_max']:.3f} |")
     return "\n".join(lines) + "\n"
@@ -112,17 +120,18 @@ def markdown(summary: dict, chunks: int) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--margins", default="8,12,16,20,24")
+    parser.add_argument("--variants", default="12:-,16:-,20:-,24:-,20:10,20:6",
+                        help="lead:after pairs (after '-': keep to the chunk's end)")
     parser.add_argument("--voices", default=",".join(VOICES))
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
-    margins = [int(m) for m in args.margins.split(",")]
+    variants = args.variants.split(",")
     synth = Synthesizer()
-    rows = [row for voice in args.voices.split(",") for row in judge_voice(synth, voice, margins)]
-    summary = summarise(rows, margins)
+    rows = [row for voice in args.voices.split(",") for row in judge_voice(synth, voice, variants)]
+    summary = summarise(rows, variants)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "skip_pads_by_ear.json").write_text(json.dumps(
-        {"margins": summary, "chunks": len(rows)}, indent=1) + "\n")
+        {"variants": summary, "chunks": len(rows)}, indent=1) + "\n")
     (args.out / "skip_pads_by_ear.md").write_text(markdown(summary, len(rows)))
     print(markdown(summary, len(rows)))
 

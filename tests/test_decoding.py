@@ -19,7 +19,7 @@ from kokoro_lab.engine.decoding import (
     DURATION_UNIT_SAMPLES,
     LEAD_MARGIN_FRAMES,
     DecoderError,
-    first_decoded_frame,
+    plan_decoding,
 )
 from kokoro_lab.engine.metrics import AUDIBLE
 from kokoro_lab.engine.sessions import SESSIONS
@@ -74,18 +74,24 @@ def test_the_full_decoder_exposes_no_durations(synth):
     assert chunk.trim_start > 0  # the lead pad the trim removed
 
 
-def test_no_audible_sample_falls_before_the_decoded_frames(synth):
-    voice = synth.resolve_voice("am_adam")
-    for text in ("She laughed.", "Yes!", "Well, then.", '"Quoted," she said.'):
-        phonemes = synth.phonemize(text, voice.lang)
-        tokens, style = synth._inputs(phonemes, voice)
-        rendered = synth._render(synth._main, phonemes, voice, 1.0)
-        begin = first_decoded_frame(tokens, rendered.durations, synth._silent)
-        assert rendered.offset == begin * FRAME_SAMPLES > 0
-        full = raw_full_output(synth, phonemes, voice="am_adam")
+@pytest.mark.parametrize("voice", ["am_adam", "af_heart", "bf_emma"])
+def test_no_audible_sample_falls_outside_the_kept_frames(synth, voice):
+    spec = synth.resolve_voice(voice)
+    for text in ("She laughed.", "Yes!", "Well, then.", '"Quoted," she said.',
+                 "It was all so still", "Fish."):
+        phonemes = synth.phonemize(text, spec.lang)
+        tokens, _ = synth._inputs(phonemes, spec)
+        rendered = synth._render(synth._main, phonemes, spec, 1.0)
+        plan = plan_decoding(tokens, rendered.durations, synth._silent)
+        assert rendered.offset == plan.begin * FRAME_SAMPLES > 0
+        assert len(rendered.audio) == (plan.keep_end - plan.begin) * FRAME_SAMPLES
+        full = raw_full_output(synth, phonemes, voice=voice)
+        assert len(full) == plan.total * FRAME_SAMPLES
+        # what is not kept is silence: the lead before the onset's run-up, the tail after
+        # the last release
         assert np.abs(full[: rendered.offset]).max() < AUDIBLE, text
-        # the skipped lead is silence, and the margin keeps the onset's run-up
-        assert begin + LEAD_MARGIN_FRAMES <= len(full) // FRAME_SAMPLES
+        assert np.abs(full[plan.keep_end * FRAME_SAMPLES:]).max(initial=0.0) < AUDIBLE, text
+        assert plan.begin + LEAD_MARGIN_FRAMES <= plan.keep_end
 
 
 @pytest.mark.asr

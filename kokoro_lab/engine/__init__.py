@@ -1,14 +1,15 @@
-"""The engine: assets, sessions, text chunking, scheduling and metrics. It knows nothing of
-Jupyter; the notebook layer, the CLI and the batch runner are front doors onto it."""
+"""The engine: assets, sessions, text chunking, decoding, scheduling and metrics. It knows nothing
+of Jupyter; the notebook layer, the CLI and the batch runner are front doors onto it."""
 
 from .chunking import TextError
+from .decoding import DECODERS, DecoderError
 from .metrics import SAMPLE_RATE, Chunk, Result
 from .sessions import ProviderUnavailable, available_providers
 from .synthesizer import Stream, StreamCancelled, Synthesizer, check_speed
 from .voices import Voice, VoiceError, voice
 
 __all__ = [
-    "SAMPLE_RATE", "Chunk", "ProviderUnavailable", "Result", "Stream", "StreamCancelled",
-    "Synthesizer", "TextError", "Voice", "VoiceError", "available_providers", "check_speed",
-    "voice",
+    "DECODERS", "SAMPLE_RATE", "Chunk", "DecoderError", "ProviderUnavailable", "Result", "Stream",
+    "StreamCancelled", "Synthesizer", "TextError", "Voice", "VoiceError", "available_providers",
+    "check_speed", "voice",
 ]

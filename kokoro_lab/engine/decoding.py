@@ -11,11 +11,18 @@ The rule: the vocoder only does work that is heard.
   frames it sees the more the whole chunk changes. Against the unsplit rendering of the same
   chunk (45 chunks, 5 voices, ``benchmarks/skip_pads_by_ear.py``) a 20-frame margin keeps
   PESQ-WB at 4.30 mean and DNSMOS OVRL within 0.01 per chunk and per utterance, and skips 7 %
-  of the frames; a 12-frame margin skips 12 % but costs 0.03–0.05 DNSMOS. It always decodes
-  to the chunk's end: dropping even two trailing frames moves those statistics enough to be
-  heard everywhere in the chunk (PESQ 4.2 → 2.9). The source's harmonic phase is continued
-  across the skipped frames (the generator stage has a ``phase_offset`` input,
-  :mod:`kokoro_lab.engine.windowed`; without it PESQ falls by ~0.5).
+  of the frames; a 12-frame margin skips 12 % but costs 0.03–0.05 DNSMOS.
+
+  The silence after the speech stays: the vocoder decodes to the chunk's end. Dropping even its
+  last two frames moves those statistics enough to be heard everywhere in the chunk (PESQ
+  4.2 → 2.9), because the edge frames weigh heavily in them. Splicing only the silent middle
+  out (keeping audio to ``after`` frames past the middle of the last spoken token, then
+  decoding the chunk's last :data:`TRAIL_EDGE_FRAMES` frames for the statistics and throwing
+  them away) restores most of it but still failed the bar: 15 % of the frames skipped at
+  PESQ-WB 4.14 and −0.03 DNSMOS. :func:`plan_decoding` keeps that option
+  (``after=...``) for the benchmark that measured it; the engine does not use it.
+  The source's harmonic phase is continued across the skipped frames (the generator stage has
+  a ``phase_offset`` input, :mod:`kokoro_lab.engine.windowed`; without it PESQ falls by ~0.4).
 * ``"full"`` runs the whole released graph in one run: exactly the model's own output.
 
 Either way the caller learns where the returned samples sit in the full model output
@@ -38,6 +45,7 @@ from .windowed import HARMONICS, PHASE_INPUT, phase_offsets
 DECODERS = ("skip_pads", "full")
 DEFAULT_DECODER = "skip_pads"
 LEAD_MARGIN_FRAMES = 20  # decoded before the first spoken token: set by ear (see above)
+TRAIL_EDGE_FRAMES = 8  # with a trailing splice: the last frames, decoded for the statistics
 DURATION_UNIT_SAMPLES = DURATION_FRAMES * FRAME_SAMPLES  # output samples per duration unit
 SILENT_CHARACTERS = ";:,.!?¡¿—…\"«»“”() "  # tokens that make no sound of their own (and pads)
 
@@ -67,19 +75,45 @@ def silent_tokens(vocab: dict[str, int]) -> frozenset[int]:
     return frozenset({0} | {index for char, index in vocab.items() if char in SILENT_CHARACTERS})
 
 
-def first_decoded_frame(tokens: np.ndarray, durations: np.ndarray, silent: frozenset[int],
-                        lead: int = LEAD_MARGIN_FRAMES) -> int:
-    """The frame the vocoder starts at: ``lead`` frames before the first spoken token.
+@dataclass(frozen=True)
+class DecodePlan:
+    """Frames the vocoder runs on: ``[begin, keep_end)`` kept, then ``[edge, total)`` for the
+    statistics only (``edge == total`` when nothing is spliced)."""
+
+    begin: int
+    keep_end: int
+    edge: int
+    total: int
+
+    @property
+    def frames(self) -> np.ndarray:
+        return np.r_[self.begin:self.keep_end, self.edge:self.total]
+
+
+def plan_decoding(tokens: np.ndarray, durations: np.ndarray, silent: frozenset[int],
+                  lead: int = LEAD_MARGIN_FRAMES, after: int | None = None,
+                  edge: int = TRAIL_EDGE_FRAMES) -> DecodePlan:
+    """What the vocoder decodes of one chunk (see the module docstring).
 
     ``durations`` are the front stage's per-token durations (one unit is
-    :data:`~kokoro_lab.engine.split.DURATION_FRAMES` frames). With no spoken token, frame 0.
+    :data:`~kokoro_lab.engine.split.DURATION_FRAMES` frames). ``after=None`` keeps everything
+    to the chunk's end. With no spoken token, the whole chunk.
     """
     tokens = np.asarray(tokens).ravel()
+    ends = np.cumsum(np.asarray(durations).ravel()) * DURATION_FRAMES
+    total = int(ends[-1])
     spoken = np.flatnonzero(~np.isin(tokens, list(silent)))
     if spoken.size == 0:
-        return 0
-    silent_frames = int(np.asarray(durations).ravel()[: spoken[0]].sum()) * DURATION_FRAMES
-    return max(0, silent_frames - lead)
+        return DecodePlan(0, total, total, total)
+    first, last = int(spoken[0]), int(spoken[-1])
+    begin = max(0, int(ends[first - 1]) - lead) if first else 0
+    keep_end = total
+    if after is not None:
+        middle = int(ends[last]) - int(ends[last] - (ends[last - 1] if last else 0)) // 2
+        keep_end = min(total, max(begin + 1, middle + after))
+    if keep_end >= total - edge:  # too little to splice out: decode to the end
+        return DecodePlan(begin, total, total, total)
+    return DecodePlan(begin, keep_end, total - edge, total)
 
 
 class Decoder:
@@ -94,7 +128,8 @@ class Decoder:
                  model: str | Path | None = None, silent: frozenset[int] = frozenset({0})):
         self.mode = check_decoder(mode)
         self.silent = silent
-        self.lead_margin = LEAD_MARGIN_FRAMES  # benchmarks/skip_pads_by_ear.py varies it
+        # benchmarks/skip_pads_by_ear.py varies these
+        self.lead_margin, self.trail_after = LEAD_MARGIN_FRAMES, None
         stages = ("model",) if mode == "full" else ("front", "generator")
         self.sessions: list[LoadedSession] = [
             SESSIONS.get(precision, provider, model=model, threads=threads, stage=stage)
@@ -140,16 +175,18 @@ class Decoder:
         outputs = front_session.session.run([*BOUNDARY, DURATIONS], inputs, options)
         front = dict(zip((*BOUNDARY, DURATIONS), outputs, strict=True))
         durations = np.asarray(front[DURATIONS]).ravel().astype(np.int64)
-        begin = first_decoded_frame(tokens, durations, self.silent, self.lead_margin)
+        plan = plan_decoding(tokens, durations, self.silent, self.lead_margin, self.trail_after)
         feeds = {name: front[name] for name in BOUNDARY}
+        frames = plan.frames
         for name in (F0, FEATURES):  # time is the last axis of both
-            feeds[name] = np.ascontiguousarray(front[name][..., begin:])
+            feeds[name] = np.ascontiguousarray(front[name][..., frames])
         # Continue the harmonic source's phase from where the skipped frames would have left it.
-        feeds[PHASE_INPUT] = phase_offsets(front[F0])[begin].reshape(1, 1, HARMONICS)
-        audio = generator.session.run([AUDIO], feeds, options)[0]
-        return Rendered(np.asarray(audio, np.float32).ravel(), begin * FRAME_SAMPLES, durations)
+        feeds[PHASE_INPUT] = phase_offsets(front[F0])[plan.begin].reshape(1, 1, HARMONICS)
+        audio = np.asarray(generator.session.run([AUDIO], feeds, options)[0], np.float32).ravel()
+        kept = audio[: (plan.keep_end - plan.begin) * FRAME_SAMPLES]  # the edge frames go
+        return Rendered(kept, plan.begin * FRAME_SAMPLES, durations)
 
 
 __all__ = ["DECODERS", "DEFAULT_DECODER", "DURATION_UNIT_SAMPLES", "Decoder", "DecoderError",
-           "LEAD_MARGIN_FRAMES", "Rendered", "check_decoder", "first_decoded_frame",
-           "silent_tokens"]
+           "DecodePlan", "LEAD_MARGIN_FRAMES", "Rendered", "TRAIL_EDGE_FRAMES", "check_decoder",
+           "plan_decoding", "silent_tokens"]

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import string
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-import pytest
 
 from kokoro_lab.engine.chunking import (
     EFFICIENT_CAP,
@@ -17,6 +16,7 @@ from kokoro_lab.engine.chunking import (
     NEEDS_HEAD,
     ChunkPlanner,
     atoms,
+    budget_cut,
     clean_text,
     plan,
     sentences,
@@ -58,9 +58,9 @@ def test_limits_hold(text, budget_list):
             first_atom = next(atoms(text, fake_phonemize))
             assert (FIRST_MIN_WORDS <= len(words) <= FIRST_MAX_WORDS
                     and words[-1].lower() not in NEEDS_HEAD) or chunk.text == first_atom.text
-        elif len(words) > 1:
-            # Over budget only when a single word is all the chunk holds.
-            assert len(chunk.phonemes) <= max(budget, 1) or len(words) == 1
+        elif len(chunk.phonemes) > max(budget, 1):
+            # Over budget only when no phrase boundary inside the clause fits the budget.
+            assert budget_cut(words, len(chunk.phonemes), budget) is None
         first = False
 
 
@@ -130,3 +130,19 @@ def test_a_huge_text_is_planned_lazily():
     planner.next_chunk(EFFICIENT_CAP)
     planner.next_chunk(EFFICIENT_CAP)
     assert len(calls) < 20  # only the atoms needed so far were phonemized
+
+
+def test_a_clause_over_the_budget_is_cut_at_a_phrase_boundary_or_not_at_all():
+    text = ("Hello. Every evening the keeper climbed the spiral stairs and watched the beam "
+            "sweep across the dark water toward ships he would never meet.")
+    chunks = plan(text, fake_phonemize, [0, 60, 60, 60, 60, 60, 60])
+    texts = [c.text for c in chunks]
+    assert " ".join(texts).split() == text.split()
+    for piece in texts[1:]:
+        words = piece.split()
+        assert len(words) >= 3, texts  # never a lone "meet."
+        assert words[-1].lower().strip(".,") not in NEEDS_HEAD, texts  # never "the | spiral"
+    assert "Every evening the keeper climbed the spiral stairs" in texts, texts
+    # no boundary at all: the whole clause, over the budget
+    chunks = plan("Hi. Rain fell upon wet grey slate roofs all night.", fake_phonemize, [0, 10])
+    assert chunks[1].text == "Rain fell upon wet grey slate roofs all night."

@@ -5,7 +5,8 @@ The rule, in order of precedence:
 1. Text is cut only between words, never inside one. Every character of the input that is
    speakable ends up in exactly one chunk, in order.
 2. Cuts prefer natural boundaries: paragraph and sentence ends, then clause marks
-   (``, ; : — –``), then plain spaces only when a clause alone is too long for the budget.
+   (``, ; : — –``), then phrase boundaries inside a clause only when the clause alone is too
+   long for the budget (and plain spaces only for a clause over :data:`EFFICIENT_CAP`).
 3. The **first chunk is small but whole**: its synthesis time is the time to first audio, yet
    a piece cut at random words sounds fragmented. It is the first clause when that has at most
    :data:`FIRST_WHOLE_WORDS` words; otherwise the clause is cut at a *phrase boundary*
@@ -21,7 +22,10 @@ The rule, in order of precedence:
 4. **Later chunks grow**: each may be as long as the audio already buffered ahead of the
    player can cover its synthesis, predicted from measured speed, up to :data:`EFFICIENT_CAP`
    phonemes (where the model's cost per second of audio is lowest on CPU) and never over
-   :data:`MAX_PHONEMES`, the model's context.
+   :data:`MAX_PHONEMES`, the model's context. A clause over the budget is cut only at a phrase
+   boundary (as in rule 3) that leaves :data:`MIN_PIECE_WORDS` words on each side; with none
+   that fits, the whole clause goes over the budget ("the spiral | stairs" and a lone
+   "meet." cost more to the ear than a short stall).
 5. **Sentences stay whole when the budget allows**: a chunk that holds a sentence end ends
    there, so the next chunk starts a sentence instead of continuing a fragment; a chunk ends
    mid-sentence only when its first sentence alone is over the budget.
@@ -41,6 +45,7 @@ MAX_PHONEMES = 510  # the model's context, tokens between the two pad tokens
 EFFICIENT_CAP = 220  # phonemes; longer chunks cost more per second of audio on CPU
 FIRST_WHOLE_WORDS = 6  # a first clause this short is the first chunk, whole
 FIRST_MIN_WORDS, FIRST_TARGET_WORDS, FIRST_MAX_WORDS = 3, 4, 6  # where a longer one is cut
+MIN_PIECE_WORDS = 3  # a clause cut to fit a budget leaves at least this many words each side
 
 
 def _closed_class(words: str) -> frozenset[str]:
@@ -196,25 +201,42 @@ def _bare(word: str) -> str:
     return word.strip("\"'“”‘’()[]").lower()
 
 
-def phrase_cut(words: list[str]) -> int | None:
-    """Where to cut a long first clause (the head's word count), or None: see rule 3."""
-    best: tuple[int, float, int] | None = None
-    for cut in range(FIRST_MIN_WORDS, min(FIRST_MAX_WORDS, len(words) - 1) + 1):
+def phrase_boundaries(words: list[str], lowest: int = 1,
+                      highest: int | None = None) -> dict[int, int]:
+    """Phrase boundaries of a clause: ``{cut: rank}``, where ``cut`` is the number of words
+    before it (``lowest``–``highest``) and rank 0 is the strongest (see rule 3)."""
+    found = {}
+    highest = len(words) - 1 if highest is None else min(highest, len(words) - 1)
+    for cut in range(max(1, lowest), highest + 1):
         before, after = _bare(words[cut - 1]), _bare(words[cut])
         if before in NEEDS_HEAD or not before.isalpha():
             continue
         if after in SUBORDINATORS:
-            rank = 0
+            found[cut] = 0
         elif after in PREPOSITIONS:
-            rank = 1
+            found[cut] = 1
         elif after in DETERMINERS or after in COORDINATORS:
-            rank = 2
-        else:
-            continue
-        key = (rank, abs(cut - FIRST_TARGET_WORDS), cut)
-        if best is None or key < best:
-            best = key
-    return best[2] if best else None
+            found[cut] = 2
+    return found
+
+
+def phrase_cut(words: list[str]) -> int | None:
+    """Where to cut a long first clause (the head's word count), or None: see rule 3."""
+    found = phrase_boundaries(words, FIRST_MIN_WORDS, FIRST_MAX_WORDS)
+    if not found:
+        return None
+    return min(found, key=lambda cut: (found[cut], abs(cut - FIRST_TARGET_WORDS), cut))
+
+
+def budget_cut(words: list[str], phonemes: int, budget: int) -> int | None:
+    """Where to cut a clause over the budget (rule 4): the longest head that ends at a phrase
+    boundary, leaves at least :data:`MIN_PIECE_WORDS` words on each side and fits ``budget``
+    by its share of the characters; None when no boundary fits."""
+    chars = sum(len(word) + 1 for word in words)
+    fitting = [cut for cut in phrase_boundaries(words, MIN_PIECE_WORDS,
+                                                 len(words) - MIN_PIECE_WORDS)
+               if phonemes * sum(len(word) + 1 for word in words[:cut]) / chars <= budget]
+    return max(fitting, default=None)
 
 
 class ChunkPlanner:
@@ -265,10 +287,10 @@ class ChunkPlanner:
                     self._push_back(rest)
             self.planned_chars += len(atom.text) + 1
             return PlannedChunk(atom.text, atom.phonemes, atom.boundary)
-        if len(atom.phonemes) > budget and atom.words > 1:
-            words = max(1, int(atom.words * budget / len(atom.phonemes)))
-            if words < atom.words:
-                head, rest = split_words(atom, words, self._phonemize)
+        if len(atom.phonemes) > budget:
+            cut = budget_cut(atom.text.split(), len(atom.phonemes), budget)
+            if cut is not None:
+                head, rest = split_words(atom, cut, self._phonemize)
                 if head.phonemes:
                     atom = head
                     self._push_back(rest)

@@ -132,8 +132,10 @@ def test_bad_input_is_a_clear_error_before_any_work(synth, kwargs, error, messag
 def test_provider_unavailable_at_construction():
     from kokoro_lab import Synthesizer
 
-    with pytest.raises(ProviderUnavailable, match="not available.*available: cpu"):
+    with pytest.raises(ProviderUnavailable, match="not available.*available: cpu") as raised:
         Synthesizer(provider="cuda", warm_up=False)
+    assert "`kokoro-lab doctor` says why" in str(raised.value)
+    assert "make setup GPU=1" in str(raised.value)
 
 
 def test_session_is_loaded_once_and_reports_active_providers(synth):

@@ -44,3 +44,24 @@ def test_wav_round_trip(tmp_path):
     path = write_wav(tmp_path / "x.wav", tone(0.5))
     with wave.open(str(path)) as wav:
         assert wav.getframerate() == SAMPLE_RATE and wav.getnframes() == SAMPLE_RATE // 2
+
+
+def test_a_start_margin_delays_playback_and_may_absorb_a_late_chunk():
+    # chunk 0 ready at 1000 ms, plays from 1500; chunk 1 ready at 2300 ms, before chunk 0 ends
+    without = simulate_playback([1000.0, 2300.0], [tone(1.0), tone(1.0)])
+    waited = simulate_playback([1000.0, 2300.0], [tone(1.0), tone(1.0)], start_margin_ms=500.0)
+    assert without.underruns == 1 and waited.underruns == 0
+    assert abs(waited.first_audio_ms - (without.first_audio_ms + 500.0)) < 1e-6
+
+
+def test_result_repr_counts_chunks_in_good_english():
+    from kokoro_lab.engine.metrics import Chunk, Result
+
+    def chunk(index: int) -> Chunk:
+        return Chunk(index=index, text="Hi.", phonemes="hˈaɪ.", audio=tone(0.5), queued=0.0,
+                     started=0.0, finished=0.2, provider="cpu", precision="int8",
+                     voice="af_heart", speed=1.0)
+
+    assert "<Result 1 chunk," in repr(Result(chunks=[chunk(0)]))
+    assert "<Result 2 chunks," in repr(Result(chunks=[chunk(0), chunk(1)]))
+    assert Result(chunks=[chunk(0)]).chunks[0].start_margin_ms == 0.0

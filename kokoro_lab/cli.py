@@ -1,10 +1,10 @@
 """``kokoro-lab``: the command-line front door onto the engine.
 
-Subcommands: ``speak`` (text → WAV with a per-chunk latency table), ``voices`` (the 54 voice
-names by language and gender), ``assets`` (what is cached, where, sizes and hashes), ``bench``
-(kokoro-onnx against kokoro_lab in one process), ``doctor`` (is the install consistent, and the
-exact fix when not), and the ones other modules register (``render``, ``profile``) through
-:data:`EXTRA_COMMANDS`.
+Subcommands: ``speak`` (text → WAV with a per-chunk latency table; ``--captions`` adds WebVTT
+or SubRip captions), ``voices`` (the 54 voice names by language and gender), ``assets`` (what
+is cached, where, sizes and hashes), ``bench`` (kokoro-onnx against kokoro_lab in one
+process), ``doctor`` (is the install consistent, and the exact fix when not), and the ones other
+modules register (``render``, ``profile``) through :data:`EXTRA_COMMANDS`.
 """
 
 from __future__ import annotations
@@ -14,6 +14,10 @@ import importlib
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .engine.metrics import Result
 
 # Modules that add subcommands: each has ``add_parser(subparsers)`` setting ``func``.
 EXTRA_COMMANDS = ("kokoro_lab.batch.cli", "kokoro_lab.profiling.cli")
@@ -45,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--file", type=Path, help="read the text from this file")
     speak.add_argument("-o", "--output", type=Path, default=Path("speech.wav"))
     add_voice_options(speak)
+    speak.add_argument("--captions", type=Path, metavar="PATH",
+                       help="also write the words' timings as captions: SubRip when PATH ends "
+                            "in .srt, else WebVTT")
     speak.add_argument("--json", action="store_true", help="print the metrics as JSON")
     speak.set_defaults(func=cmd_speak)
 
@@ -112,14 +119,27 @@ def cmd_speak(args: argparse.Namespace) -> int:
     result = stream.result()
     args.output.parent.mkdir(parents=True, exist_ok=True)
     result.save(args.output)
+    if args.captions:
+        write_captions(result, args.captions)
     summary = result.summary()
     if args.json:
         print(json.dumps({"summary": summary, "chunks": result.records()}, indent=2))
     else:
         print(f"\nfirst audio {summary['first_audio_ms']:.0f} ms · {summary['chunks']} chunks · "
               f"{summary['audio_s']:.1f} s audio · underrun {summary['underrun_ms']:.0f} ms · "
-              f"{result.provider}/{result.precision} → {args.output}")
+              f"{result.provider}/{result.precision} → {args.output}"
+              + (f", captions → {args.captions}" if args.captions else ""))
     return 0
+
+
+def write_captions(result: Result, path: Path) -> Path:
+    """Write ``result``'s word timings to ``path``: SubRip for ``.srt``, else WebVTT."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix.lower() == ".srt":
+        result.to_srt(path)
+    else:
+        result.to_vtt(path)
+    return path
 
 
 def cmd_voices(args: argparse.Namespace) -> int:

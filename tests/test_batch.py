@@ -284,6 +284,25 @@ def test_cli_renders_in_process_and_reports_failed_items(tmp_path, synth, capsys
 
 
 @pytest.mark.model
+def test_words_go_into_the_manifest_when_asked_and_resume_respects_them(tmp_path, synth):
+    items = [{"id": "a", "text": "Hello there, friend."}, {"id": "b", "text": "See you soon."}]
+    out = tmp_path / "out"
+    options = dict(synthesizer=synth, audio_format="wav", progress=False)
+    first = render(items, out, **options)
+    assert first.rendered == 2 and "words" not in read_manifest(out / "manifest.jsonl")["a"]
+    timed = render(items, out, words=True, **options)  # done items lack words: redone
+    assert (timed.rendered, timed.skipped) == (2, 0)
+    records = read_manifest(out / "manifest.jsonl")
+    for item in items:
+        words = records[item["id"]]["words"]
+        assert [text for text, _, _ in words] == item["text"].split()
+        times = [t for _, start, end in words for t in (start, end)]
+        assert times == sorted(times) and times[-1] <= records[item["id"]]["duration_s"]
+    assert render(items, out, words=True, **options).skipped == 2
+    assert render(items, out, **options).skipped == 2  # words kept, not needed
+
+
+@pytest.mark.model
 def test_process_pool_survives_a_killed_worker(tmp_path):
     corpus, texts = _corpus(tmp_path, 4)
     out = tmp_path / "out"

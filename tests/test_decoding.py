@@ -68,10 +68,16 @@ def test_trim_start_places_the_audio_in_the_full_model_output(synth):
             assert abs(int(np.argmax(lags)) - FRAME_SAMPLES) <= FRAME_SAMPLES // 2
 
 
-def test_the_full_decoder_exposes_no_durations(synth):
-    chunk = next(iter(synth.stream("Hello there.", decoder="full")))
-    assert chunk.decoder == "full" and chunk.token_durations is None
-    assert chunk.trim_start > 0  # the lead pad the trim removed
+def test_the_full_decoder_gives_the_same_durations_and_words(synth):
+    """One run of the timed graph: the durations the split front stage gives, so words too."""
+    full = next(iter(synth.stream("Hello there.", decoder="full")))
+    split = next(iter(synth.stream("Hello there.", decoder="skip_pads")))
+    assert full.decoder == "full" and full.phonemes == split.phonemes
+    assert full.token_durations.dtype.kind == "i"
+    np.testing.assert_array_equal(full.token_durations, split.token_durations)
+    assert full.trim_start > 0  # the lead pad the trim removed
+    assert [w.text for w in full.words] == ["Hello", "there."]
+    assert full.words[0].start < full.words[1].start < full.words[1].end
 
 
 @pytest.mark.parametrize("voice", ["am_adam", "af_heart", "bf_emma"])

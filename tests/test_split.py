@@ -198,6 +198,35 @@ def test_missing_model_file_is_refused(tmp_path):
         split.split_model(tmp_path / "nope.onnx")
 
 
+def _toy_durations_graph(typed: bool) -> onnx.ModelProto:
+    nodes = [helper.make_node("Clip", ["tokens"], [split.DURATIONS], name="/encoder/Clip"),
+             helper.make_node("Relu", [split.DURATIONS], ["audio"], name="/decoder/relu")]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("tokens", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("audio", TensorProto.FLOAT, [1, 4])],
+        value_info=[helper.make_tensor_value_info(split.DURATIONS, TensorProto.FLOAT, [1, 4])]
+        if typed else [])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize("typed", [True, False])
+def test_durations_become_the_second_output_once(typed):
+    model = split.add_durations_output(_toy_durations_graph(typed))
+    assert [out.name for out in model.graph.output] == ["audio", split.DURATIONS]
+    assert model.graph.output[1].type.tensor_type.elem_type == TensorProto.FLOAT
+    again = split.add_durations_output(model)
+    assert [out.name for out in again.graph.output] == ["audio", split.DURATIONS]
+    feeds = {"tokens": np.array([[-1.0, 0.5, 2.0, 3.0]], np.float32)}
+    audio, durations = _run(model, feeds)
+    assert np.array_equal(durations, feeds["tokens"])  # a Clip without bounds passes through
+    assert np.array_equal(audio, np.maximum(feeds["tokens"], 0))
+
+
+def test_a_graph_without_durations_gets_no_timed_graph():
+    with pytest.raises(split.SplitError, match="no /encoder/Clip_output_0"):
+        split.add_durations_output(_norm_graph())
+
+
 # ---------------------------------------------------------------------------------------------
 # real model
 
@@ -334,3 +363,30 @@ def test_derived_precisions_split_at_the_same_tensors(precision, tolerance):
     audio = stages(tokens, style, 1.0)
     assert audio.shape == reference.shape
     assert np.max(np.abs(audio - reference)) <= tolerance
+
+
+@pytest.mark.model
+@pytest.mark.parametrize("precision", ["int8", "fp16"])
+def test_timed_graph_is_the_released_graph_plus_its_durations(precision):
+    """The ``"full"`` decoder's graph: the released audio bit for bit, and the front stage's
+    durations (fp16 has no value_info for them, so their type is inferred)."""
+    from kokoro_onnx.tokenizer import Tokenizer
+
+    from kokoro_lab import assets
+
+    tokenizer = Tokenizer()
+    ids = tokenizer.tokenize(tokenizer.phonemize(PHRASE, "en-us"))
+    feeds = {"tokens": np.array([[0, *ids, 0]], dtype=np.int64),
+             "style": np.load(assets.voices_path())["af_heart"][len(ids)],
+             "speed": np.array([1.1], np.float32)}
+    source = assets.model_path(precision)
+    timed = split.timed_model(source)
+    assert timed == split.timed_model(source)  # served from the cache
+    released = ort.InferenceSession(str(source), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(str(timed), providers=["CPUExecutionProvider"])
+    audio, durations = session.run(None, feeds)
+    assert np.array_equal(audio, released.run(None, feeds)[0])
+    front = ort.InferenceSession(str(split.split_model(source).front),
+                                 providers=["CPUExecutionProvider"])
+    assert np.array_equal(durations, front.run([split.DURATIONS], feeds)[0])
+    assert durations.sum() * split.DURATION_FRAMES * split.FRAME_SAMPLES == audio.size

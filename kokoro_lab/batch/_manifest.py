@@ -6,8 +6,9 @@ moment therefore leaves at worst one torn final line, which is ignored on the ne
 run ends the manifest is compacted (rewritten atomically with one line per id, in input order).
 
 An item is *done* only if its last record says ``status: "ok"``, its content hash matches the
-item as it is now, and its audio file exists with the recorded size; anything else (failed,
-changed, missing or truncated output) is rendered again.
+item as it is now, and its audio file exists with the recorded size (and, when word timings
+are asked for, its record holds them); anything else (failed, changed, missing or truncated
+output, or missing words) is rendered again.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ LOCK = ".render.lock"
 FIELDS = (
     "id", "status", "text", "voice", "speed", "lang", "duration_s", "synthesis_s", "worker",
     "precision", "provider", "path", "format", "bytes", "hash", "error", "attempts",
-    "finished_at", "meta",
+    "finished_at", "meta", "words",
 )
 
 
@@ -54,9 +55,13 @@ def read_manifest(path: Path) -> dict[str, dict[str, Any]]:
     return records
 
 
-def is_done(record: dict[str, Any] | None, content_hash: str, out_dir: Path) -> bool:
-    """Whether ``record`` proves its item finished with this content and its file is whole."""
+def is_done(record: dict[str, Any] | None, content_hash: str, out_dir: Path,
+            words: bool = False) -> bool:
+    """Whether ``record`` proves its item finished with this content and its file is whole
+    (and, with ``words``, that it holds the word timings)."""
     if not record or record.get("status") != "ok" or record.get("hash") != content_hash:
+        return False
+    if words and not isinstance(record.get("words"), list):
         return False
     relative = record.get("path")
     if not isinstance(relative, str):

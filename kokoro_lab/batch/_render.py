@@ -90,6 +90,7 @@ def render(
     max_attempts: int = 3,
     synthesizer: Any = None,
     callback: Callable[[dict[str, Any]], None] | None = None,
+    words: bool = False,
 ) -> RenderReport:
     """Render a corpus to one audio file per item plus ``manifest.jsonl`` in ``out_dir``.
 
@@ -112,7 +113,9 @@ def render(
     (e.g. unspeakable text) is recorded with its error and the run goes on.
     ``callback(record)`` is called in the driver for every finished item, after it is written.
     ``worker_writes=True`` lets workers write the audio themselves (only when ``out_dir`` is
-    on a filesystem every worker sees at the same path).
+    on a filesystem every worker sees at the same path). ``words=True`` adds each item's word
+    timings to its manifest record (``words``: ``[text, start_s, end_s]`` per word); items done
+    earlier without them are rendered again.
     """
     started = time.perf_counter()
     if synthesizer is not None:  # its precision decides the audio, so it enters the hashes
@@ -133,8 +136,8 @@ def render(
     with _manifest.directory_lock(out):
         previous = _manifest.read_manifest(manifest_path)
         hashes = {item.id: item.content_hash(precision, fmt) for item in corpus}
-        todo = [item for item in corpus if not _manifest.is_done(previous.get(item.id),
-                                                                hashes[item.id], out)]
+        todo = [item for item in corpus if not _manifest.is_done(
+            previous.get(item.id), hashes[item.id], out, words=words)]
         report.skipped = len(corpus) - len(todo)
         by_id = {item.id: item for item in todo}
         write_dir = str(out) if worker_writes else None
@@ -143,10 +146,11 @@ def render(
                 _manifest.ManifestWriter(manifest_path) as writer, \
                 _Progress(len(todo), progress, backend.describe()) as bar:
             report.backend = backend.describe()
-            outcomes = backend.run([item.as_task() for item in todo], precision=precision,
-                                   provider=provider, threads=threads, audio_format=fmt,
-                                   write_dir=write_dir, batch_size=batch_size,
-                                   max_attempts=max_attempts)
+            tasks = [{**item.as_task(), "words": True} if words else item.as_task()
+                     for item in todo]
+            outcomes = backend.run(tasks, precision=precision, provider=provider,
+                                   threads=threads, audio_format=fmt, write_dir=write_dir,
+                                   batch_size=batch_size, max_attempts=max_attempts)
             for task, result, data in outcomes:
                 item = by_id[task["id"]]
                 record = _record(item, hashes[item.id], fmt, result)

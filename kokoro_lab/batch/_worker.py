@@ -121,6 +121,8 @@ def render_item(synth: Any, task: dict[str, Any], audio_format: str, write_dir: 
             provider=result.provider,
             bytes=len(data),
         )
+        if task.get("words"):
+            record["words"] = word_rows(result.words)
         if write_dir is not None:
             with atomic_write(Path(write_dir) / relative_path(task["id"], audio_format)) as out:
                 out.write(data)
@@ -133,6 +135,11 @@ def render_item(synth: Any, task: dict[str, Any], audio_format: str, write_dir: 
                       provider=getattr(synth, "provider", None))
     record["finished_at"] = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
     return record, data
+
+
+def word_rows(words: Any) -> list[list]:
+    """Word timings for the manifest: ``[text, start_s, end_s]`` per word, in text order."""
+    return [[word.text, round(word.start, 3), round(word.end, 3)] for word in words]
 
 
 def render_batch(synth: Any, tasks: list[dict[str, Any]], audio_format: str,

@@ -45,6 +45,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--worker-writes", action="store_true",
                         help="workers write audio files themselves (OUT must be on a "
                              "filesystem all workers share)")
+    parser.add_argument("--words", action="store_true",
+                        help="add each item's word timings to its manifest record")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     add_voice_options(parser)
@@ -62,7 +64,7 @@ def cmd_render(args: argparse.Namespace) -> int:
         client=args.scheduler, workers=args.workers, precision=args.precision,
         provider=args.provider, threads=args.threads, batch_size=args.batch_size,
         audio_format=args.audio_format, worker_writes=args.worker_writes,
-        progress=not args.no_progress,
+        progress=not args.no_progress, words=args.words,
     )
     if args.json:
         print(json.dumps(report.as_dict(), indent=2))

@@ -23,7 +23,10 @@ The rule: the vocoder only does work that is heard.
   (``after=...``) for the benchmark that measured it; the engine does not use it.
   The source's harmonic phase is continued across the skipped frames (the generator stage has
   a ``phase_offset`` input, :mod:`kokoro_lab.engine.windowed`; without it PESQ falls by ~0.4).
-* ``"full"`` runs the whole released graph in one run: exactly the model's own output.
+* ``"full"`` runs the whole released graph in one run: exactly the model's own output. The
+  graph it runs is the released one with the token durations exposed as a second output
+  (:func:`kokoro_lab.engine.split.timed_model`), so its chunks carry word timings too, from the
+  same single run; the audio is bit for bit the released graph's.
 
 Either way the caller learns where the returned samples sit in the full model output
 (:attr:`Rendered.offset`), so word timings can be placed on the audio that is played.
@@ -37,9 +40,19 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from . import assets
 from .scheduling import SpeedModel
 from .sessions import SESSIONS, LoadedSession
-from .split import AUDIO, BOUNDARY, DURATION_FRAMES, DURATIONS, F0, FEATURES, FRAME_SAMPLES
+from .split import (
+    AUDIO,
+    BOUNDARY,
+    DURATION_FRAMES,
+    DURATIONS,
+    F0,
+    FEATURES,
+    FRAME_SAMPLES,
+    timed_model,
+)
 from .windowed import HARMONICS, PHASE_INPUT, phase_offsets
 
 DECODERS = ("skip_pads", "full")
@@ -67,7 +80,7 @@ class Rendered:
 
     audio: np.ndarray  # float32, untrimmed
     offset: int  # samples of the full model output (nothing skipped) before audio[0]
-    durations: np.ndarray | None  # per-token durations incl. both pads (None for "full")
+    durations: np.ndarray | None  # per-token durations incl. both pads (None: no tokens)
 
 
 def silent_tokens(vocab: dict[str, int]) -> frozenset[int]:
@@ -130,11 +143,15 @@ class Decoder:
         self.silent = silent
         # benchmarks/skip_pads_by_ear.py varies these
         self.lead_margin, self.trail_after = LEAD_MARGIN_FRAMES, None
-        stages = ("model",) if mode == "full" else ("front", "generator")
-        self.sessions: list[LoadedSession] = [
-            SESSIONS.get(precision, provider, model=model, threads=threads, stage=stage)
-            for stage in stages
-        ]
+        if mode == "full":  # the released graph plus its durations output
+            timed = timed_model(assets.model_path(precision, model))
+            self.sessions: list[LoadedSession] = [
+                SESSIONS.get(precision, provider, model=timed, threads=threads)]
+        else:
+            self.sessions = [
+                SESSIONS.get(precision, provider, model=model, threads=threads, stage=stage)
+                for stage in ("front", "generator")
+            ]
 
     @property
     def last(self) -> LoadedSession:
@@ -169,8 +186,9 @@ class Decoder:
         """Decode one chunk; ``tokens`` include the two pad tokens, shape ``[1, T]``."""
         inputs = {"tokens": tokens, "style": style, "speed": np.array([speed], np.float32)}
         if self.mode == "full":
-            audio = self.last.session.run(None, inputs, options)[0]
-            return Rendered(np.asarray(audio, np.float32).ravel(), 0, None)
+            audio, durations = self.last.session.run([AUDIO, DURATIONS], inputs, options)
+            return Rendered(np.asarray(audio, np.float32).ravel(), 0,
+                            np.asarray(durations).ravel().astype(np.int64))
         front_session, generator = self.sessions
         outputs = front_session.session.run([*BOUNDARY, DURATIONS], inputs, options)
         front = dict(zip((*BOUNDARY, DURATIONS), outputs, strict=True))

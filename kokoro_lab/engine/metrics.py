@@ -5,6 +5,10 @@ first audio" follows the project's definition: from the call until the first *au
 (|x| > :data:`AUDIBLE`) would play, with playback starting at the first chunk (plus the start
 margin the engine asked for on it, :attr:`Chunk.start_margin_ms`) and each chunk played right
 after the previous one (or as soon as it is ready, whichever is later).
+
+Word timings (:mod:`kokoro_lab.engine.words`): each chunk's ``words`` are timed in that chunk's
+audio; :attr:`Result.words` places them in the joined audio, where each chunk starts after the
+whole audio of the chunks before it, their pauses included.
 """
 
 from __future__ import annotations
@@ -15,9 +19,13 @@ from pathlib import Path
 
 import numpy as np
 
+from .words import SAMPLES_PER_UNIT, Word, join_words
+from .words import to_srt as words_to_srt
+from .words import to_vtt as words_to_vtt
+
 SAMPLE_RATE = 24_000
 AUDIBLE = 0.02
-DURATION_UNIT_SAMPLES = 600  # output samples per token-duration unit (two 300-sample frames)
+DURATION_UNIT_SAMPLES = SAMPLES_PER_UNIT  # output samples per token-duration unit (two frames)
 
 
 @dataclass
@@ -27,14 +35,16 @@ class Chunk:
     Facts for placing words on the audio (no extra model run makes them):
 
     * ``token_durations``: the front stage's per-token durations (``/encoder/Clip_output_0``,
-      int), for every token including the leading and trailing pad tokens; ``None`` when the
-      chunk was made by the ``"full"`` decoder, which does not expose them. One duration unit
+      int), for every token including the leading and trailing pad tokens (every decoder mode
+      gives them; ``None`` only for a chunk with no tokens). One duration unit
       is :data:`DURATION_UNIT_SAMPLES` = 600 output samples (two 300-sample frames, 25 ms) at
       any speed — the speed is applied to the durations before they are rounded — so
       ``token_durations.sum() * 600`` is the full model output's length in samples.
     * ``trim_start``: samples of that full model output (as if nothing had been skipped) that
       precede ``audio[0]``: the pad frames the decoder skipped plus what the trim removed.
     * ``speech_samples``: samples of ``audio`` before the appended pause.
+    * ``words``: every word of ``text`` with its span in seconds of ``audio``
+      (:func:`kokoro_lab.engine.words.chunk_words` made from the facts above).
 
     ``start_margin_ms`` (chunk 0 only, else 0): how long the player should wait after this
     chunk arrives before starting playback, because the speed measured now says the rest of
@@ -60,6 +70,7 @@ class Chunk:
     trim_start: int = 0
     speech_samples: int = 0
     start_margin_ms: float = 0.0
+    words: list[Word] = field(default_factory=list, repr=False)
 
     @property
     def phoneme_count(self) -> int:
@@ -179,16 +190,40 @@ class Result:
         return simulate_playback([c.ready_ms for c in self.chunks],
                                  [c.audio for c in self.chunks], margin)
 
+    @property
+    def words(self) -> list[Word]:
+        """Every word of the text, timed in seconds of :attr:`audio` (pauses included) and
+        indexed in ``" ".join(chunk.text for chunk in chunks)``."""
+        return join_words(self.chunks, self.sample_rate)
+
     def records(self) -> list[dict]:
         return [c.metrics() for c in self.chunks]
 
-    def to_dataframe(self):
-        """Per-chunk metrics as a pandas DataFrame (needs pandas)."""
+    def word_records(self) -> list[dict]:
+        """One flat record per word: text, start, end, duration (seconds), chunk, characters."""
+        chunk_of = [c.index for c in self.chunks for _ in c.words]
+        return [{"word": w.text, "start": round(w.start, 3), "end": round(w.end, 3),
+                 "duration": round(w.duration, 3), "chunk": chunk,
+                 "char_start": w.char_start, "char_end": w.char_end}
+                for w, chunk in zip(self.words, chunk_of, strict=True)]
+
+    def to_dataframe(self, words: bool = False):
+        """Per-chunk metrics (or, with ``words=True``, one row per word) as a pandas DataFrame
+        (needs pandas)."""
         try:
             import pandas as pd
         except ImportError:
             raise ImportError("to_dataframe() needs pandas: pip install pandas") from None
-        return pd.DataFrame.from_records(self.records())
+        return pd.DataFrame.from_records(self.word_records() if words else self.records())
+
+    def to_vtt(self, path: str | Path | None = None, *, word_timestamps: bool = False) -> str:
+        """WebVTT captions of :attr:`words` (see :func:`kokoro_lab.engine.words.to_vtt`);
+        also written to ``path`` (UTF-8) when given."""
+        return _written(words_to_vtt(self.words, word_timestamps=word_timestamps), path)
+
+    def to_srt(self, path: str | Path | None = None) -> str:
+        """SubRip captions of :attr:`words`; also written to ``path`` (UTF-8) when given."""
+        return _written(words_to_srt(self.words), path)
 
     def save(self, path: str | Path) -> Path:
         """Write the audio as 16-bit PCM WAV."""
@@ -210,6 +245,12 @@ class Result:
             f"<Result {chunks}, {s['audio_s']} s audio, first audio "
             f"{s['first_audio_ms']} ms, {self.provider}/{self.precision}>"
         )
+
+
+def _written(text: str, path: str | Path | None) -> str:
+    if path is not None:
+        Path(path).write_text(text, encoding="utf-8")
+    return text
 
 
 def write_wav(path: str | Path, audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> Path:

@@ -17,9 +17,14 @@ in the generator stage, so the boundary stays the same three tensors for every p
 Chaining the two stages reproduces the unsplit model bit for bit (checked in
 ``tests/test_split.py``).
 
-Both stage files are cached in :func:`kokoro_lab.assets.cache_dir` under the source file's
-sha256, written atomically, so a changed source file gets a fresh split and an interrupted build
-never leaves a half file under the final name.
+The *timed graph* is the unsplit model with the token durations (:data:`DURATIONS`) added as a
+second output, for the ``"full"`` decoder: one run gives the model's exact audio and the word
+timings' durations (adding an output changes no computation; ``tests/test_split.py`` checks the
+audio bit for bit against the released graph).
+
+Both stage files (and the timed graph) are cached in :func:`kokoro_lab.assets.cache_dir` under
+the source file's sha256, written atomically, so a changed source file gets a fresh split and an
+interrupted build never leaves a half file under the final name.
 """
 
 from __future__ import annotations
@@ -155,6 +160,37 @@ def cached_graph(digest: str, name: str, build: Callable[[], onnx.ModelProto]) -
     return target
 
 
+TIMED_GRAPH = "timed.onnx"
+
+
+def timed_model(source: str | os.PathLike) -> Path:
+    """The cached unsplit graph of ``source`` with :data:`DURATIONS` as its second output."""
+    source = Path(source)
+    if not source.is_file():
+        raise SplitError(f"model file {source} does not exist")
+    return cached_graph(source_sha256(source), TIMED_GRAPH,
+                        lambda: add_durations_output(onnx.load(str(source))))
+
+
+def add_durations_output(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` with the token durations tensor exposed as a graph output (after ``audio``)."""
+    graph = model.graph
+    if DURATIONS not in {out for node in graph.node for out in node.output}:
+        raise SplitError(f"the graph has no {DURATIONS} tensor (the token durations)")
+    if DURATIONS in {out.name for out in graph.output}:
+        return model
+    typed = {v.name: v for v in graph.value_info}
+    if DURATIONS not in typed:  # a rebuilt graph (the derived fp16 one) may carry no value_info
+        inferred = onnx.shape_inference.infer_shapes(model).graph.value_info
+        typed = {v.name: v for v in inferred}
+    if DURATIONS not in typed:
+        raise SplitError(f"cannot infer the type of {DURATIONS}")
+    output = onnx.ValueInfoProto()
+    output.CopyFrom(typed[DURATIONS])
+    graph.output.append(output)
+    return model
+
+
 def write_model(model: onnx.ModelProto, target: Path) -> None:
     """Serialize ``model`` to ``target`` atomically (temporary name, then rename)."""
     with assets.atomic_write(target) as out:
@@ -260,7 +296,8 @@ class SplitSession:
 
 __all__ = [
     "BOUNDARY", "DURATIONS", "DURATION_FRAMES", "F0", "FEATURES", "FRAME_SAMPLES", "STYLE",
+    "TIMED_GRAPH", "add_durations_output",
     "SplitError", "SplitPaths",
     "SplitSession", "boundary_tensors", "cached_graph", "check_boundary", "pad_span",
-    "split_model", "split_paths",
+    "split_model", "split_paths", "timed_model",
 ]

@@ -239,11 +239,15 @@ def test_unload_stops_streams_and_frees_sessions(ip, warm):
     # a page reported it played it out: a finished player must keep its "done" state
     done.player._on_frontend_msg(None, {"type": "heard", "stream": done.player.stream_id,
                                         "final": True, "played_s": done.duration_s}, [])
+    ip.run_cell_magic("speak", "--no-plot --wait -o made", "Made, not yet played.")
+    made = ip.user_ns["made"]  # no page has played it out: it is still live for the listener
     ip.run_cell_magic("speak", "--no-plot -o last", "One more sentence to cut short. " * 5)
     speech = warm.current
     ip.run_line_magic("unload_ext", "kokoro_lab")
     try:
         assert done.player.stream["state"] == "ended" and done.state == "complete"
+        # all of it is in the page already: it plays out there, unstopped
+        assert made.state == "complete" and made.player.stop_reason is None
         assert not speech.running and speech.result.cancelled
         assert len(SESSIONS) == 0
         assert "speak" not in ip.magics_manager.magics["cell"]

@@ -190,7 +190,7 @@ class Synthesizer:
         cap, no lanes): the same text then always gives the same chunks, whatever the
         machine's speed, which comparisons of precisions need.
         """
-        text = _check_text(text)
+        text = check_text(text)
         resolved = self.resolve_voice(voice)
         speed = check_speed(speed)
         mode = check_decoder(decoder or self.decoder)
@@ -214,7 +214,8 @@ def default_lanes(provider: str, threads: int) -> int:
     return 2 if provider == "cpu" and threads >= 2 else 1
 
 
-def _check_text(text: str) -> str:
+def check_text(text: str) -> str:
+    """``text`` if it has something to speak, else :class:`TextError` saying what is wrong."""
     if not isinstance(text, str):
         raise TextError(f"text must be a str, got {type(text).__name__}")
     cleaned = clean_text(text)

@@ -4,7 +4,7 @@ The rules this module implements:
 
 * One warm :class:`~kokoro_lab.Synthesizer` per kernel, created in the background when the
   extension loads and reused by every ``%%speak`` (``%unload_ext kokoro_lab`` stops what is
-  playing and frees the ONNX Runtime sessions).
+  still being synthesized and frees the ONNX Runtime sessions; audio already made plays out).
 * **Every speaking cell is heard.** A ``%%speak`` that runs while another cell's speech is
   still playing is queued behind it (``SpeakMagics.overlap = "queue"``, the default): its
   synthesis starts when the one ahead has finished synthesizing, and the page plays it when
@@ -376,11 +376,15 @@ class SpeakMagics(Magics, Configurable):
     def close(self, timeout: float = 60.0) -> None:
         """Stop playback, end the worker threads and drop the sessions.
 
-        Only speech still playing or queued is stopped; finished players keep their audio.
+        Only speech still being made (or queued to be) is stopped. An utterance the kernel
+        has finished making is all in the page already and plays out there, so the last cell
+        of a Run All can be ``%unload_ext`` without cutting off the speech queued before it;
+        finished players keep their audio.
         """
         for speech in self._live():
-            speech.stop("extension unloaded")
-            speech.wait(timeout)
+            if not speech.result.done:
+                speech.stop("extension unloaded")
+                speech.wait(timeout)
         self.speeches = []
         if self._warming is not None:
             self._warming.join(timeout)

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 
 from ..engine.metrics import Result, first_audible_sample
 from ..engine.sessions import check_available
-from ..engine.synthesizer import Stream, Synthesizer, _check_text, check_speed
+from ..engine.synthesizer import Stream, Synthesizer, check_speed, check_text
 from ..engine.voices import Voice
 from .chart import LatencyChart, plural
 from .clip import wav_bytes
@@ -63,7 +63,7 @@ class StreamRequest:
         """Validate the text, voice, speed and provider now, so bad input is reported in the
         cell, not later on a thread (the precision's model is checked when the stream starts;
         an unqueued request starts at once, in the cell)."""
-        _check_text(text)
+        check_text(text)
         resolved = synth.resolve_voice(voice)
         check_available(provider.lower())
         return cls(synth, text, resolved, check_speed(speed), lang or resolved.lang,

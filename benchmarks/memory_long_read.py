@@ -2,13 +2,20 @@
 
 The question (issue 11, item 5): does the process's memory stay bounded while a long text is
 read, chunk after chunk, each chunk a new input length? ONNX Runtime's CPU arena keeps every
-block it grew unless each run asks it to shrink back
+block it grew unless runs ask it to shrink back
 (:data:`kokoro_lab.engine.sessions.ARENA_SHRINKAGE`), and glibc keeps what is freed in
-per-thread arenas unless asked to trim (:func:`kokoro_lab.engine.sessions.release_freed_memory`).
-Configurations: ``engine`` (as shipped), ``shrink only`` (no trim), ``before`` (neither, and
-lane chunks up to the efficiency cap instead of :data:`~kokoro_lab.engine.scheduling.LANE_CAP`:
-the engine before the fix). Each runs in its own process (RSS never goes down within one),
-alternating, and reports:
+per-thread arenas unless asked to trim (:func:`kokoro_lab.engine.sessions.release_freed_memory`);
+both cost speed, as the next run faults its memory in again. Configurations:
+
+* ``engine`` (as shipped): one CPU arena shared by every session, extended by what a run asks
+  for (:func:`kokoro_lab.engine.sessions.shared_cpu_arena`), shrunk after every run, the
+  allocator trimmed after every chunk;
+* ``own arenas``: each session its own default arena, shrunk and trimmed the same way;
+* ``before``: each session its own default arena, never shrunk or trimmed, lane chunks up to
+  the efficiency cap instead of :data:`~kokoro_lab.engine.scheduling.LANE_CAP` (the engine
+  before issue 11).
+
+Each runs in its own process (RSS never goes down within one), alternating, and reports:
 
 * ``warm_mb``: RSS after the synthesizer is built and warmed,
 * ``rss_mb``: RSS after each chunk; the target is ≤ 100 MB growth from chunk 5 to chunk 60 and
@@ -42,7 +49,7 @@ CHARS = 100_000
 FROM_CHUNK = 5
 
 
-MODES = ("engine", "shrink only", "before")
+MODES = ("engine", "own arenas", "before")
 
 
 def measure(chunks: int, mode: str) -> dict:
@@ -50,13 +57,12 @@ def measure(chunks: int, mode: str) -> dict:
     import onnxruntime as ort
     import psutil
 
-    from kokoro_lab.engine import synthesizer
+    from kokoro_lab.engine import chunking, scheduling, sessions, synthesizer
 
     if mode != "engine":
-        synthesizer.release_freed_memory = lambda: None
+        sessions.SHARED_ARENA = False
     if mode == "before":
-        from kokoro_lab.engine import chunking, scheduling
-
+        synthesizer.release_freed_memory = lambda: None
         synthesizer.run_options = ort.RunOptions
         scheduling.LANE_CAP = chunking.EFFICIENT_CAP
     process = psutil.Process()
@@ -103,7 +109,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--chunks", type=int, default=60)
     parser.add_argument("--repeats", type=int, default=1)
-    parser.add_argument("--modes", default="engine,before",
+    parser.add_argument("--modes", default="engine,own arenas,before",
                         help=f"comma-separated, of: {', '.join(MODES)}")
     parser.add_argument("--one", choices=MODES, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, default=RESULTS)

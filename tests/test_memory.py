@@ -1,8 +1,9 @@
 """Memory stays bounded on a long read (issue 11): a memory bound, measured with RSS, no timing.
 
-Without the arena shrinkage run option and the allocator trim after each chunk
-(:mod:`kokoro_lab.engine.sessions`), RSS rises by hundreds of MB over the first thirty chunks
-of a long text, every chunk a new input length (``benchmarks/memory_long_read.py``). The
+Without the shared CPU arena and the memory guard that shrinks it and trims the allocator once
+a stream has grown past its headroom (:mod:`kokoro_lab.engine.sessions`), RSS rises by hundreds
+of MB over the first thirty chunks of a long text, every chunk a new input length
+(``benchmarks/memory_long_read.py``). The
 shared session-scoped synthesizer reads 20 chunks here (about a minute on two cores).
 """
 

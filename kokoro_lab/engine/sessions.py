@@ -13,7 +13,10 @@ The rules:
   uses :func:`run_options`, so ONNX Runtime's CPU arena hands back the blocks a run grew
   instead of keeping one set per shape; and after each chunk :func:`release_freed_memory`
   returns what the C allocator keeps of them (glibc holds freed blocks in per-thread arenas,
-  so with parallel lanes the shrinkage alone only delays the growth).
+  so with parallel lanes the shrinkage alone only delays the growth). All sessions of the
+  process share one CPU arena that grows by what a run asks for, not by powers of two
+  (:func:`shared_cpu_arena`): one arena's peak instead of one per session, and no doubling
+  overshoot on a long chunk.
 """
 
 from __future__ import annotations
@@ -105,9 +108,34 @@ def default_threads() -> int:
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
 
 
+_ARENA_LOCK = threading.Lock()
+_ARENA_REGISTERED = False
+SHARED_ARENA = True  # benchmarks/memory_long_read.py turns it off to measure per-session arenas
+
+# ``kSameAsRequested``: extend the arena by the size a run asks for. The default doubles the last
+# extension, so one long chunk can reserve twice what it uses (measured on a long read: peak
+# 286 MB above the warm engine with per-session default arenas, 181 MB shared, same speed).
+_EXTEND_AS_REQUESTED = 1
+
+
+def shared_cpu_arena() -> None:
+    """Register the process-wide CPU arena every session of this process allocates from (once)."""
+    global _ARENA_REGISTERED
+    with _ARENA_LOCK:
+        if not _ARENA_REGISTERED:
+            memory = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0,
+                                       ort.OrtMemType.DEFAULT)
+            config = ort.OrtArenaCfg({"arena_extend_strategy": _EXTEND_AS_REQUESTED})
+            ort.create_and_register_allocator(memory, config)
+            _ARENA_REGISTERED = True
+
+
 def session_options(threads: int | None = None, profile_prefix: str | None = None):
     """Explicit options rather than ORT's defaults, so runs are comparable across machines."""
     options = ort.SessionOptions()
+    if SHARED_ARENA:
+        shared_cpu_arena()
+        options.add_session_config_entry("session.use_env_allocators", "1")
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.intra_op_num_threads = threads or default_threads()
@@ -120,8 +148,10 @@ def session_options(threads: int | None = None, profile_prefix: str | None = Non
 
 
 # Shrink the CPU arena back after every run: without it, RSS grows by the largest block each new
-# chunk length needed and never returns it (1.6 GB after 60 chunks of a long read); the run
-# option frees those blocks at the end of the run at no measurable cost in speed.
+# chunk length needed and never returns it (1.6 GB after 60 chunks of a long read). The next run
+# faults its memory in again, a few percent of throughput; shrinking only past a headroom of
+# resident memory was measured (benchmarks/memory_long_read.py) and let single readings peak
+# 375-398 MB above the warm engine, over the 350 MB bound, for no clear gain in speed.
 ARENA_SHRINKAGE = ("memory.enable_memory_arena_shrinkage", "cpu:0")
 
 
@@ -182,6 +212,12 @@ def create_session(
         chain.append(("CUDAExecutionProvider", PROVIDER_OPTIONS["CUDAExecutionProvider"]))
     if name != "CPUExecutionProvider":
         chain.append("CPUExecutionProvider")
+    if name in ("CUDAExecutionProvider", "TensorrtExecutionProvider"):
+        # pip's CUDA/cuDNN wheels are not on the loader's path; without this preload the
+        # session silently falls back to CPU (refused below) even though the GPU build is fine.
+        from ..doctor import preload_gpu_libraries
+
+        preload_gpu_libraries()
     session = ort.InferenceSession(
         str(model), sess_options=session_options(threads, profile_prefix), providers=chain
     )

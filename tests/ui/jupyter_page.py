@@ -48,7 +48,7 @@ def open_notebook(browser, url: str, init_script: str | None = None, height: int
     if init_script:
         page.add_init_script(init_script)
     page.goto(url, timeout=120_000)
-    page.wait_for_selector(".jp-Notebook .jp-Cell .cm-content", timeout=120_000)
+    page.wait_for_selector(".jp-Notebook .jp-CodeCell .cm-content", timeout=120_000)
     wait_kernel_idle(page)
     return page
 

@@ -57,6 +57,18 @@ def check_played_out(player: dict) -> None:
     assert not player["errors"], player["errors"]
 
 
+def speak_when_warm(lab, browser, name: str, speak_cell: str):
+    """A notebook that loads the extension and warms the model (run, untimed), then runs
+    ``speak_cell`` as its third cell; returns the page as that cell starts."""
+    url = lab.notebook(name, ["%load_ext kokoro_lab", "%speak --wait --no-play --no-plot Warm up.",
+                              speak_cell])
+    page = open_notebook(browser, url)
+    run(page, 0)
+    run(page, 1)  # the model is loaded and warm before anything is timed
+    press_run(page, 2)
+    return page
+
+
 def test_run_all_makes_every_speaking_cell_heard(lab, launch, artifacts):
     """Run All: a paragraph, a cell that blocks the kernel, a --wait cell, a cell that waits on
     its own speech, and a last %%speak. Each is heard, in order, none over another; the
@@ -128,17 +140,9 @@ def check_in_kernel(page, code: str, expect: list[float]) -> None:
 
 
 def test_warm_paragraph_is_gapless_and_heard_fast(lab, launch, artifacts):
-    url = lab.notebook("warm.ipynb", [
-        "%load_ext kokoro_lab",
-        "%speak --wait --no-play --no-plot Warm up.",
-        f"%%speak -o warm\n{PARAGRAPH}",
-    ])
     browser = launch(autoplay=True)
     try:
-        page = open_notebook(browser, url)
-        run(page, 0)
-        run(page, 1)  # the model is loaded and warm before anything is timed
-        press_run(page, 2)
+        page = speak_when_warm(lab, browser, "warm.ipynb", f"%%speak -o warm\n{PARAGRAPH}")
         (player,) = wait_players(page, lambda s: heard_all(s, 1), 300, "warm")
         time.sleep(1.5)  # the chart's final drawing
         cell(page, 2).locator(".jp-Cell-outputWrapper").screenshot(
@@ -154,18 +158,76 @@ def test_warm_paragraph_is_gapless_and_heard_fast(lab, launch, artifacts):
         browser.close()
 
 
-def test_a_reloaded_page_plays_a_live_stream_and_offers_a_finished_one(lab, launch, artifacts):
-    url = lab.notebook("reload.ipynb", [
-        "%load_ext kokoro_lab",
-        "%speak --wait --no-play --no-plot Warm up.",
-        f"%%speak -o long\n{PARAGRAPH}",
-    ])
+# The audio clock, the live schedule, every chunk's word start times and the highlighted word.
+READ_CAPTIONS = """() => {
+  const lab = window.__kokoroLab;
+  const root = document.querySelector('.kokoro-player');
+  if (!lab || !lab.ctx || !root) return null;
+  const e = lab.players[root.dataset.playerId];
+  const stream = e && e.streams.get(e.current);
+  const box = root.querySelector('.kl-captions');
+  if (!stream || !box) return null;
+  const words = {};
+  for (const [seq, chunk] of stream.chunks) words[seq] = (chunk.meta.words || []).map((w) => w[1]);
+  return {
+    t: lab.ctx.currentTime, shown: box.dataset.wordAt || '', text: box.dataset.word || '',
+    log: e.log.filter((r) => r.stream === e.current).map((r) => [r.seq, r.start, r.duration]),
+    words, phase: e.state().phase,
+  };
+}"""
+
+
+def _heard_position(sample: dict) -> int | None:
+    """Index (over the whole utterance) of the word the audio clock is in, from the schedule."""
+    order, heard = [], None
+    for seq, start, _ in sorted(sample["log"]):
+        for index, offset in enumerate(sample["words"].get(str(seq), [])):
+            order.append((seq, index))
+            if start + offset <= sample["t"]:
+                heard = len(order) - 1
+    return heard
+
+
+def test_the_highlighted_word_follows_the_audio_clock(lab, launch, artifacts):
+    """Issue 13: sampled while it plays, the word lit under the player is the one the audio
+    clock is in (±1 word: the view refreshes at 10 Hz), and it walks through the text."""
+    text = f"{PARAGRAPH.split('. Far')[0]}. Far below the gallery, the grey waves folded."
     browser = launch(autoplay=True)
     try:
-        page = open_notebook(browser, url)
-        run(page, 0)
-        run(page, 1)
-        press_run(page, 2)
+        page = speak_when_warm(lab, browser, "captions.ipynb", f"%%speak --no-plot -o lit\n{text}")
+        samples = []
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            sample = page.evaluate(READ_CAPTIONS)
+            if sample and sample["phase"] == "playing" and sample["shown"]:
+                samples.append(sample)
+            if sample and sample["phase"] == "done":
+                break
+            time.sleep(0.15)
+        cell(page, 2).locator(".jp-Cell-outputWrapper").screenshot(
+            path=str(artifacts / "captions.png"))
+        assert len(samples) >= 20, f"too few samples while playing: {len(samples)}"
+        shown_positions = set()
+        for sample in samples:
+            order = [(seq, i) for seq, _, _ in sorted(sample["log"])
+                     for i in range(len(sample["words"].get(str(seq), [])))]
+            seq, index = (int(x) for x in sample["shown"].split(":"))
+            shown = order.index((seq, index))
+            heard = _heard_position(sample)
+            assert heard is not None and abs(shown - heard) <= 1, (
+                f"lit word #{shown} ({sample['text']!r}) while the clock is in word #{heard} "
+                f"at t={sample['t']:.2f}")
+            shown_positions.add(shown)
+        total = len(order)
+        assert total >= 20 and len(shown_positions) >= total // 2, (len(shown_positions), total)
+    finally:
+        browser.close()
+
+
+def test_a_reloaded_page_plays_a_live_stream_and_offers_a_finished_one(lab, launch, artifacts):
+    browser = launch(autoplay=True)
+    try:
+        page = speak_when_warm(lab, browser, "reload.ipynb", f"%%speak -o long\n{PARAGRAPH}")
         wait_players(page, lambda s: s and s[0]["log"], 120, "first-chunk")
         save(page)  # a reload shows the notebook as saved: its outputs hold the player's view
         time.sleep(2.0)  # well into the stream

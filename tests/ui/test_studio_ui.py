@@ -34,6 +34,8 @@ READ_STUDIO = """(index) => {
     status: (studio.querySelector('.kl-studio-status') || {}).textContent || '',
     error: (studio.querySelector('.kl-studio-error') || {}).textContent || '',
     chart: !!studio.querySelector('.js-plotly-plot'),
+    captionWords: Array.from(studio.querySelectorAll('.kl-captions .kl-word'))
+      .map((w) => w.textContent),
     phase: root ? root.dataset.phase : null,
     log: e ? e.log.filter((r) => r.stream === e.current) : [],
     endInfo: stream ? stream.endInfo : null,
@@ -97,6 +99,8 @@ def test_studio_renders_and_speaks_in_chromium(lab, launch, artifacts):
                      lambda s: s["phase"] == "done" and "complete" in s["status"], 240)
         assert state["stops"] == 0 and state["chart"]  # nothing left to stop; the chart drawn
         assert state["timeline"] == ["Timeline since Speak was pressed"], state["timeline"]
+        # the Studio's player shows the text with its words, as %%speak's does (issue 13)
+        assert state["captionWords"] and state["captionWords"][0] in TEXT, state["captionWords"]
         log, end = state["log"], state["endInfo"]
         assert not state["errors"], state["errors"]
         assert len(log) >= 2 and end["chunks"] == len(log) and not end["cancelled"], state

@@ -1,0 +1,73 @@
+"""The shipped notebooks, as a new user runs them: opened in JupyterLab, Run All, fresh kernel.
+
+Every player a notebook shows must end heard from its first chunk to its last (or stopped, where
+the notebook stops it on purpose), every cell must run without an error, and a screenshot of the
+whole page is kept in ``artifacts/ui/`` to look at. ``profiling.ipynb`` has no player (it profiles
+providers and precisions) and is run headless by ``tests/test_notebooks.py``.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import time
+
+import pytest
+
+from tests.ui.conftest import ROOT
+from tests.ui.jupyter_page import open_notebook, players, run_all, wait_kernel_idle
+from tests.ui.test_player_browser import check_played_out
+
+# notebook → how many players it shows, and the labels of those it stops on purpose
+NOTEBOOKS = {
+    "quickstart.ipynb": (4, set()),
+    "read_aloud.ipynb": (2, {"stopped early"}),
+}
+ENDED = ("done", "stopped")
+
+
+def _copy_into(root, name: str) -> None:
+    shutil.copy(ROOT / "notebooks" / name, root / name)
+    (root / "docs").mkdir(exist_ok=True)
+    shutil.copy(ROOT / "docs" / "sample.txt", root / "docs" / "sample.txt")
+
+
+def _wait_all_cells_ran(page, timeout_s: float) -> None:
+    """Every code cell shows an execution count (none left at [*] or blank)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        prompts = page.locator(".jp-Notebook .jp-CodeCell .jp-InputPrompt").all_inner_texts()
+        if prompts and all(re.search(r"\[\d+\]", p) for p in prompts):
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"cells still running or never run: {prompts}")
+
+
+@pytest.mark.parametrize("name", sorted(NOTEBOOKS))
+def test_run_all_on_a_shipped_notebook_is_heard(name, lab, launch, artifacts):
+    expected, stopped_on_purpose = NOTEBOOKS[name]
+    _copy_into(lab.root, name)
+    browser = launch(autoplay=True)
+    try:
+        page = open_notebook(browser, lab.url_for(name), height=4000)
+        run_all(page)
+        _wait_all_cells_ran(page, 600)
+        wait_kernel_idle(page)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            state = players(page)
+            if len(state) >= expected and all(p["phase"] in ENDED for p in state):
+                break
+            time.sleep(0.5)
+        page.screenshot(path=str(artifacts / f"run-all-{name}.png"), full_page=True)
+        errors = page.locator(".jp-OutputArea-output[data-mime-type*='error']").all_inner_texts()
+        assert not errors, errors
+        assert len(state) >= expected, [p["status"] for p in state]
+        for player in state:
+            if player["label"] in stopped_on_purpose:
+                assert player["phase"] == "stopped", player["status"]
+                continue
+            assert player["phase"] == "done", (player["label"], player["status"])
+            check_played_out(player)
+    finally:
+        browser.close()

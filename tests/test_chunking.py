@@ -59,7 +59,8 @@ def test_limits_hold(text, budget_list):
             assert (FIRST_MIN_WORDS <= len(words) <= FIRST_MAX_WORDS
                     and words[-1].lower() not in NEEDS_HEAD) or chunk.text == first_atom.text
         elif len(chunk.phonemes) > max(budget, 1):
-            # Over budget only when no phrase boundary inside the clause fits the budget.
+            # Over budget only as the shortest head at a phrase boundary or a whole clause
+            # with none: no boundary inside it is left to cut at.
             assert budget_cut(words, len(chunk.phonemes), budget) is None
         first = False
 
@@ -146,3 +147,10 @@ def test_a_clause_over_the_budget_is_cut_at_a_phrase_boundary_or_not_at_all():
     # no boundary at all: the whole clause, over the budget
     chunks = plan("Hi. Rain fell upon wet grey slate roofs all night.", fake_phonemize, [0, 10])
     assert chunks[1].text == "Rain fell upon wet grey slate roofs all night."
+
+
+def test_with_no_boundary_that_fits_the_shortest_head_goes_over_the_budget():
+    text = "Most people never think about how a voice assistant decides when to start speaking."
+    chunks = plan(text, fake_phonemize, [5, 5, 5])
+    assert [c.text for c in chunks][1:] == ["about how a voice assistant decides",
+                                            "when to start speaking."], chunks

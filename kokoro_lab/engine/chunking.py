@@ -23,9 +23,12 @@ The rule, in order of precedence:
    player can cover its synthesis, predicted from measured speed, up to :data:`EFFICIENT_CAP`
    phonemes (where the model's cost per second of audio is lowest on CPU) and never over
    :data:`MAX_PHONEMES`, the model's context. A clause over the budget is cut only at a phrase
-   boundary (as in rule 3) that leaves :data:`MIN_PIECE_WORDS` words on each side; with none
-   that fits, the whole clause goes over the budget ("the spiral | stairs" and a lone
-   "meet." cost more to the ear than a short stall).
+   boundary (as in rule 3) that leaves :data:`MIN_PIECE_WORDS` words on each side: the longest
+   head that fits, else the shortest one (a chunk right after the first has a tiny budget, and
+   sending "about how a voice assistant decides when to start speaking." whole cost a stall
+   in the browser that "about how a voice assistant decides" does not). With no such boundary
+   the whole clause goes over the budget ("the spiral | stairs" and a lone "meet." cost more
+   to the ear than a short stall).
 5. **Sentences stay whole when the budget allows**: a chunk that holds a sentence end ends
    there, so the next chunk starts a sentence instead of continuing a fragment; a chunk ends
    mid-sentence only when its first sentence alone is over the budget.
@@ -229,14 +232,17 @@ def phrase_cut(words: list[str]) -> int | None:
 
 
 def budget_cut(words: list[str], phonemes: int, budget: int) -> int | None:
-    """Where to cut a clause over the budget (rule 4): the longest head that ends at a phrase
-    boundary, leaves at least :data:`MIN_PIECE_WORDS` words on each side and fits ``budget``
-    by its share of the characters; None when no boundary fits."""
+    """Where to cut a clause over the budget (rule 4): among the phrase boundaries that leave at
+    least :data:`MIN_PIECE_WORDS` words on each side, the longest head that fits ``budget`` by
+    its share of the characters, else the shortest head (the least over the budget); None when
+    the clause has no such boundary."""
+    cuts = phrase_boundaries(words, MIN_PIECE_WORDS, len(words) - MIN_PIECE_WORDS)
+    if not cuts:
+        return None
     chars = sum(len(word) + 1 for word in words)
-    fitting = [cut for cut in phrase_boundaries(words, MIN_PIECE_WORDS,
-                                                 len(words) - MIN_PIECE_WORDS)
+    fitting = [cut for cut in cuts
                if phonemes * sum(len(word) + 1 for word in words[:cut]) / chars <= budget]
-    return max(fitting, default=None)
+    return max(fitting) if fitting else min(cuts)
 
 
 class ChunkPlanner:

@@ -230,7 +230,9 @@ def test_a_reloaded_page_plays_a_live_stream_and_offers_a_finished_one(lab, laun
         page = speak_when_warm(lab, browser, "reload.ipynb", f"%%speak -o long\n{PARAGRAPH}")
         wait_players(page, lambda s: s and s[0]["log"], 120, "first-chunk")
         save(page)  # a reload shows the notebook as saved: its outputs hold the player's view
-        time.sleep(2.0)  # well into the stream
+        # well into the stream: a page is a late joiner once it comes more than LATE_JOIN_MS
+        # (4 s, extension/src/audio.js) after the request
+        time.sleep(4.0)
         page.reload()
         state = wait_players(page, lambda s: s and s[0]["phase"] in ("playing", "done"), 120,
                              "reloaded-live")

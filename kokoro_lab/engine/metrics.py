@@ -19,13 +19,18 @@ from pathlib import Path
 
 import numpy as np
 
-from .words import SAMPLES_PER_UNIT, Word, join_words
+from .words import Word, join_words
 from .words import to_srt as words_to_srt
 from .words import to_vtt as words_to_vtt
 
 SAMPLE_RATE = 24_000
 AUDIBLE = 0.02
-DURATION_UNIT_SAMPLES = SAMPLES_PER_UNIT  # output samples per token-duration unit (two frames)
+
+
+
+def plural(count: int, word: str) -> str:
+    """``"1 chunk"``, ``"2 chunks"``."""
+    return f"{count} {word}{'' if count == 1 else 's'}"
 
 
 @dataclass
@@ -36,10 +41,10 @@ class Chunk:
 
     * ``token_durations``: the front stage's per-token durations (``/encoder/Clip_output_0``,
       int), for every token including the leading and trailing pad tokens (every decoder mode
-      gives them; ``None`` only for a chunk with no tokens). One duration unit
-      is :data:`DURATION_UNIT_SAMPLES` = 600 output samples (two 300-sample frames, 25 ms) at
-      any speed — the speed is applied to the durations before they are rounded — so
-      ``token_durations.sum() * 600`` is the full model output's length in samples.
+      gives them; ``None`` only for a chunk with no tokens). One duration unit is
+      :data:`kokoro_lab.engine.words.SAMPLES_PER_UNIT` = 600 output samples (two 300-sample
+      frames, 25 ms) at any speed — the speed is applied to the durations before they are
+      rounded — so ``token_durations.sum() * 600`` is the full model output's length in samples.
     * ``trim_start``: samples of that full model output (as if nothing had been skipped) that
       precede ``audio[0]``: the pad frames the decoder skipped plus what the trim removed.
     * ``speech_samples``: samples of ``audio`` before the appended pause.
@@ -240,9 +245,8 @@ class Result:
 
     def __repr__(self) -> str:
         s = self.summary()
-        chunks = f"{s['chunks']} chunk" + ("" if s["chunks"] == 1 else "s")
         return (
-            f"<Result {chunks}, {s['audio_s']} s audio, first audio "
+            f"<Result {plural(s['chunks'], 'chunk')}, {s['audio_s']} s audio, first audio "
             f"{s['first_audio_ms']} ms, {self.provider}/{self.precision}>"
         )
 

@@ -33,7 +33,7 @@ from kokoro_onnx.trim import trim as trim_silence
 from . import assets
 from .chunking import MAX_PHONEMES, ChunkPlanner, PlannedChunk, TextError, clean_text
 from .decoding import DEFAULT_DECODER, Decoder, Rendered, check_decoder, silent_tokens
-from .metrics import SAMPLE_RATE, Chunk, Result
+from .metrics import SAMPLE_RATE, Chunk, Result, plural
 from .scheduling import Scheduler
 from .sessions import (
     SESSIONS,
@@ -193,9 +193,8 @@ class Synthesizer:
         text = check_text(text)
         resolved = self.resolve_voice(voice)
         speed = check_speed(speed)
-        mode = check_decoder(decoder or self.decoder)
-        main = self._decoder(mode, precision or self.precision,
-                             (provider or self.provider).lower())
+        main = self._decoder(decoder or self.decoder, precision or self.precision,
+                             (provider or self.provider).lower())  # validates the mode first
         language = lang or resolved.lang
         return Stream(self, main, text, resolved, speed, language, adaptive)
 
@@ -333,7 +332,7 @@ class Stream:
         for _ in self:
             pass
         if self.cancelled:
-            raise StreamCancelled(f"stream cancelled after {_count(len(self.chunks), 'chunk')}")
+            raise StreamCancelled(f"stream cancelled after {plural(len(self.chunks), 'chunk')}")
         return Result(chunks=list(self.chunks), provider=self.loaded.provider,
                       precision=self.loaded.precision)
 
@@ -434,12 +433,14 @@ class Stream:
         finished = time.perf_counter()
         model.observe(len(planned.phonemes), finished - started,
                       len(finished_audio.audio) / SAMPLE_RATE, self.speed)
+        trim_start = rendered.offset + finished_audio.trim_start
         return Made(finished_audio, rendered, started, finished, decoder,
                     slowdown=(finished - started) / predicted_s if predicted_s > 0 else 1.0,
-                    words=self._words(planned, rendered, finished_audio))
+                    trim_start=trim_start,
+                    words=self._words(planned, rendered, finished_audio, trim_start))
 
-    def _words(self, planned: PlannedChunk, rendered: Rendered,
-               audio: FinishedAudio) -> list[Word]:
+    def _words(self, planned: PlannedChunk, rendered: Rendered, audio: FinishedAudio,
+               trim_start: int) -> list[Word]:
         """The chunk's words timed in its audio, from the durations the model spoke with.
 
         About 0.1 ms a word (1.5 ms for an 18-word chunk, 0.04 % of its synthesis; mostly
@@ -449,7 +450,7 @@ class Stream:
         if rendered.durations is None:  # no tokens: nothing was spoken
             return []
         return chunk_words(planned.text, planned.phonemes, rendered.durations,
-                           rendered.offset + audio.trim_start, audio.speech_samples,
+                           trim_start, audio.speech_samples,
                            phonemize=lambda text: self.synth.phonemize(text, self.lang),
                            sample_rate=SAMPLE_RATE)
 
@@ -468,7 +469,7 @@ class Stream:
             voice=self.voice.label, speed=self.speed, pause_ms=audio.pause_s * 1000,
             threads=made.decoder.threads, decoder=made.decoder.mode,
             token_durations=made.rendered.durations,
-            trim_start=made.rendered.offset + audio.trim_start,
+            trim_start=made.trim_start,
             speech_samples=audio.speech_samples, start_margin_ms=margin_s * 1000,
             words=made.words,
         )
@@ -509,6 +510,7 @@ class Made:
     finished: float
     decoder: Decoder
     slowdown: float  # measured synthesis time over what the speed model predicted
+    trim_start: int  # samples of the full model output before the audio: skipped plus trimmed
     words: list[Word]  # the chunk's words, timed in its finished audio
 
 
@@ -533,10 +535,6 @@ def finish_audio(raw: np.ndarray, boundary: str, speed: float) -> tuple[np.ndarr
     """:func:`finish_chunk`'s audio and pause (seconds)."""
     finished = finish_chunk(raw, boundary, speed)
     return finished.audio, finished.pause_s
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _preview(text: str, limit: int = 40) -> str:

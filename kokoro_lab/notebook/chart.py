@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 from ipywidgets import Layout, Output
 
-from ..engine.metrics import SAMPLE_RATE, Chunk, first_audible_sample
+from ..engine.metrics import SAMPLE_RATE, Chunk, first_audible_sample, plural
 
 STALL_MS = 5.0  # a gap in playback shorter than this is scheduling jitter, not a stall
 REDRAW_S = 1.0
@@ -57,10 +57,6 @@ NOT_FROM_REQUEST = ("page joined", "speech before it ended")
 
 def _on_request_clock(heard: dict) -> bool:
     return heard.get("since") not in NOT_FROM_REQUEST
-
-
-def plural(count: int, word: str) -> str:
-    return f"{count} {word}{'' if count == 1 else 's'}"
 
 
 class LatencyChart:

@@ -43,10 +43,11 @@ from traitlets.config import Configurable
 
 from ..engine.assets import AssetError
 from ..engine.chunking import TextError
+from ..engine.metrics import plural
 from ..engine.sessions import SESSIONS, ProviderUnavailable
 from ..engine.synthesizer import Synthesizer
 from ..engine.voices import VoiceError
-from .chart import LatencyChart, plural
+from .chart import LatencyChart
 from .player import FrontendMissing, Player
 from .speech import Speech, StreamRequest
 

@@ -31,11 +31,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ..engine.metrics import Result, first_audible_sample
+from ..engine.metrics import Result, first_audible_sample, plural
 from ..engine.sessions import check_available
 from ..engine.synthesizer import Stream, Synthesizer, check_speed, check_text
 from ..engine.voices import Voice
-from .chart import LatencyChart, plural
+from .chart import LatencyChart
 from .clip import wav_bytes
 from .player import Player
 

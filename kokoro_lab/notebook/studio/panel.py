@@ -24,11 +24,11 @@ import ipywidgets as widgets
 
 from ...engine import assets
 from ...engine.chunking import TextError
-from ...engine.metrics import Chunk
+from ...engine.metrics import Chunk, plural
 from ...engine.sessions import ProviderUnavailable
 from ...engine.synthesizer import MAX_SPEED, MIN_SPEED, Synthesizer, check_speed
 from ...engine.voices import Voice, VoiceError, parse, voice
-from ..chart import LatencyChart, plural
+from ..chart import LatencyChart
 from ..player import FrontendMissing, Player
 from .choices import (
     availability_note,

@@ -28,6 +28,7 @@ A lane chunk's deadline is when the chunks ahead of it (made or in flight) finis
 
 from __future__ import annotations
 
+import copy
 import threading
 from collections import deque
 
@@ -93,11 +94,9 @@ class SpeedModel:
     def slowed(self, factor: float) -> SpeedModel:
         """A copy whose synthesis costs ``factor`` times this fit's (for replays at the speed
         measured now); it is not meant to observe more chunks."""
-        copy = SpeedModel.__new__(SpeedModel)
-        copy._prior, copy._seen = self._prior, self._seen
-        copy.fixed_s, copy.per_phoneme_s = self.fixed_s * factor, self.per_phoneme_s * factor
-        copy.audio_per_phoneme_s = self.audio_per_phoneme_s
-        return copy
+        slowed = copy.copy(self)
+        slowed.fixed_s, slowed.per_phoneme_s = self.fixed_s * factor, self.per_phoneme_s * factor
+        return slowed
 
     def observe(self, phonemes: int, synthesis_s: float, audio_s: float, speed: float) -> None:
         """Record one chunk: phonemes, synthesis time, and playable audio (as if at 1× speed)."""
@@ -129,8 +128,6 @@ class Scheduler:
         self.model = model
         self.cap = cap
         self.adaptive = adaptive  # False: every chunk gets the cap, whatever was measured
-        self.playback_start: float | None = None
-        self.audio_made_s = 0.0
         self._dry_at: float | None = None  # when the simulated player runs out of audio
         self._lock = threading.Lock()
         self._deliveries: deque[tuple[float, float]] = deque(maxlen=64)  # (when, audio s)
@@ -140,10 +137,8 @@ class Scheduler:
         """A chunk of ``audio_s`` seconds reached the player at ``now``; the first one starts
         playback ``start_margin_s`` later."""
         with self._lock:
-            if self.playback_start is None:
-                self.playback_start = now + start_margin_s
-                self._dry_at = self.playback_start
-            self.audio_made_s += audio_s
+            if self._dry_at is None:  # the first chunk: playback starts after the margin
+                self._dry_at = now + start_margin_s
             self._dry_at = max(self._dry_at, now) + audio_s  # a late chunk paused the player
             self._deliveries.append((now, audio_s))
             if self._measured is not None:
@@ -166,7 +161,7 @@ class Scheduler:
     def buffered_s(self, now: float) -> float:
         """Seconds of audio ahead of the listener at ``now``: measured if fresh, else simulated."""
         with self._lock:
-            if self._measured is not None and now - self._measured[0] < FRESH_S:
+            if self._fresh(now):
                 return max(0.0, self._measured[1] - now)
             if self._dry_at is None:
                 return 0.0
@@ -175,7 +170,11 @@ class Scheduler:
     def measured(self, now: float) -> bool:
         """Whether :meth:`buffered_s` is using a fresh report from the player at ``now``."""
         with self._lock:
-            return self._measured is not None and now - self._measured[0] < FRESH_S
+            return self._fresh(now)
+
+    def _fresh(self, now: float) -> bool:
+        """A player's report younger than :data:`FRESH_S` at ``now`` (call with the lock held)."""
+        return self._measured is not None and now - self._measured[0] < FRESH_S
 
     def start_margin_s(self, first_audio_s: float, remaining_phonemes: int, speed: float,
                        slowdown: float = 1.0, chars_per_phoneme: float = 1.0) -> float:

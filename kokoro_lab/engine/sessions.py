@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import os
 import threading
 import time
@@ -108,8 +109,6 @@ def default_threads() -> int:
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
 
 
-_ARENA_LOCK = threading.Lock()
-_ARENA_REGISTERED = False
 SHARED_ARENA = True  # benchmarks/memory_long_read.py turns it off to measure per-session arenas
 
 # ``kSameAsRequested``: extend the arena by the size a run asks for. The default doubles the last
@@ -118,16 +117,14 @@ SHARED_ARENA = True  # benchmarks/memory_long_read.py turns it off to measure pe
 _EXTEND_AS_REQUESTED = 1
 
 
+@functools.cache
 def shared_cpu_arena() -> None:
-    """Register the process-wide CPU arena every session of this process allocates from (once)."""
-    global _ARENA_REGISTERED
-    with _ARENA_LOCK:
-        if not _ARENA_REGISTERED:
-            memory = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0,
-                                       ort.OrtMemType.DEFAULT)
-            config = ort.OrtArenaCfg({"arena_extend_strategy": _EXTEND_AS_REQUESTED})
-            ort.create_and_register_allocator(memory, config)
-            _ARENA_REGISTERED = True
+    """Register the process-wide CPU arena every session of this process allocates from (once:
+    sessions are created under :class:`SessionCache`'s lock)."""
+    memory = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0,
+                               ort.OrtMemType.DEFAULT)
+    ort.create_and_register_allocator(
+        memory, ort.OrtArenaCfg({"arena_extend_strategy": _EXTEND_AS_REQUESTED}))
 
 
 def session_options(threads: int | None = None, profile_prefix: str | None = None):

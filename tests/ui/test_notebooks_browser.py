@@ -8,14 +8,13 @@ providers and precisions) and is run headless by ``tests/test_notebooks.py``.
 
 from __future__ import annotations
 
-import re
 import shutil
 import time
 
 import pytest
 
 from tests.ui.conftest import ROOT
-from tests.ui.jupyter_page import open_notebook, players, run_all, wait_kernel_idle
+from tests.ui.jupyter_page import open_notebook, players, run_all, wait_done, wait_kernel_idle
 from tests.ui.test_player_browser import check_played_out
 
 # notebook → players that speak under Run All, the labels of those it stops on purpose, and
@@ -34,15 +33,11 @@ def _copy_into(root, name: str) -> None:
     shutil.copy(ROOT / "docs" / "sample.txt", root / "docs" / "sample.txt")
 
 
-def _wait_all_cells_ran(page, timeout_s: float) -> None:
-    """Every code cell shows an execution count (none left at [*] or blank)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        prompts = page.locator(".jp-Notebook .jp-CodeCell .jp-InputPrompt").all_inner_texts()
-        if prompts and all(re.search(r"\[\d+\]", p) for p in prompts):
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"cells still running or never run: {prompts}")
+def _last_code_cell(page) -> int:
+    """Index (among all cells) of the notebook's last code cell: Run All is over when it is."""
+    kinds = page.locator(".jp-Notebook .jp-Cell").evaluate_all(
+        "cells => cells.map((c) => c.classList.contains('jp-CodeCell'))")
+    return max(i for i, code in enumerate(kinds) if code)
 
 
 @pytest.mark.parametrize("name", sorted(NOTEBOOKS))
@@ -53,7 +48,7 @@ def test_run_all_on_a_shipped_notebook_is_heard(name, lab, launch, artifacts):
     try:
         page = open_notebook(browser, lab.url_for(name), height=4000)
         run_all(page)
-        _wait_all_cells_ran(page, 600)
+        wait_done(page, _last_code_cell(page), 600)
         wait_kernel_idle(page)
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:

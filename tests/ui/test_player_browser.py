@@ -177,15 +177,12 @@ READ_CAPTIONS = """() => {
 }"""
 
 
-def _heard_position(sample: dict) -> int | None:
-    """Index (over the whole utterance) of the word the audio clock is in, from the schedule."""
-    order, heard = [], None
-    for seq, start, _ in sorted(sample["log"]):
-        for index, offset in enumerate(sample["words"].get(str(seq), [])):
-            order.append((seq, index))
-            if start + offset <= sample["t"]:
-                heard = len(order) - 1
-    return heard
+def _words_on_clock(sample: dict) -> list[tuple[tuple[int, int], float]]:
+    """Every word of the scheduled chunks, in order: ((chunk seq, word index), its start on the
+    page's audio clock)."""
+    return [((seq, index), start + offset)
+            for seq, start, _ in sorted(sample["log"])
+            for index, offset in enumerate(sample["words"].get(str(seq), []))]
 
 
 def test_the_highlighted_word_follows_the_audio_clock(lab, launch, artifacts):
@@ -209,11 +206,12 @@ def test_the_highlighted_word_follows_the_audio_clock(lab, launch, artifacts):
         assert len(samples) >= 20, f"too few samples while playing: {len(samples)}"
         shown_positions = set()
         for sample in samples:
-            order = [(seq, i) for seq, _, _ in sorted(sample["log"])
-                     for i in range(len(sample["words"].get(str(seq), [])))]
-            seq, index = (int(x) for x in sample["shown"].split(":"))
-            shown = order.index((seq, index))
-            heard = _heard_position(sample)
+            words = _words_on_clock(sample)
+            order = [key for key, _ in words]
+            shown = order.index(tuple(int(x) for x in sample["shown"].split(":")))
+            # the word the audio clock is in: the last one started by then
+            heard = max((i for i, (_, start) in enumerate(words) if start <= sample["t"]),
+                        default=None)
             assert heard is not None and abs(shown - heard) <= 1, (
                 f"lit word #{shown} ({sample['text']!r}) while the clock is in word #{heard} "
                 f"at t={sample['t']:.2f}")

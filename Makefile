@@ -57,12 +57,16 @@ demo: setup
 	mkdir -p artifacts
 	$(VENV)/bin/kokoro-lab speak --file docs/sample.txt -o artifacts/demo.wav
 
+# The tiers run fast-first and the first failing one stops the run: lint, unit (no model, no
+# browser), model (the real Kokoro graph), ui (JupyterLab in Chromium).
 test: setup
 	$(VENV)/bin/ruff check kokoro_lab tests benchmarks
-	$(PY) -m pytest
+	$(PY) -m pytest tests/unit
+	$(PY) -m pytest tests/model
+	$(PY) -m pytest tests/ui
 
 test-fast: setup
-	$(PY) -m pytest -m "not model and not ui and not asr"
+	$(PY) -m pytest tests/unit
 
 lint: setup
 	$(VENV)/bin/ruff check kokoro_lab tests benchmarks

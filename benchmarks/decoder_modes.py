@@ -40,12 +40,12 @@ from pathlib import Path
 import numpy as np
 
 from kokoro_lab import quality
-from kokoro_lab.bench import VOICE, judge, run_kokoro_onnx_stream
-from kokoro_lab.bench_texts import HOLDOUT, LONG, PARAGRAPH
-from kokoro_lab.engine import chunking, scheduling
+from kokoro_lab.engine import Synthesizer, chunking, scheduling
 from kokoro_lab.engine.decoding import DECODERS
+from kokoro_lab.engine.finish import finish_chunk
 from kokoro_lab.engine.metrics import SAMPLE_RATE, simulate_playback
-from kokoro_lab.engine.synthesizer import Synthesizer, finish_chunk
+from kokoro_lab.lab.bench import VOICE, judge, run_kokoro_onnx_stream
+from kokoro_lab.lab.texts import HOLDOUT, LONG, PARAGRAPH
 
 RESULTS = Path(__file__).parent / "results"
 TEXTS = {
@@ -96,10 +96,10 @@ def kokoro_onnx_stream(kokoro, text: str) -> dict:
 
 def pesq_vs_unsplit(synth: Synthesizer, chunks) -> list[float]:
     """PESQ-WB of each chunk's speech against the unsplit rendering of the same chunk."""
-    full = synth._decoder("full", synth.precision, synth.provider)
     scores = []
     for chunk in chunks:
-        raw = synth._render(full, chunk.phonemes, synth.resolve_voice(VOICE), chunk.speed).audio
+        raw = synth.render(chunk.text, VOICE, chunk.speed, phonemes=chunk.phonemes,
+                           decoder="full", raw=True).audio
         reference = finish_chunk(raw, "word", chunk.speed)
         speech = chunk.audio[: chunk.speech_samples]
         if min(len(speech), reference.speech_samples) >= SAMPLE_RATE // 4:
@@ -153,7 +153,7 @@ def main() -> None:
     load_start = [round(x, 2) for x in os.getloadavg()]
     synth = Synthesizer()
     for mode in DECODERS:  # every mode's sessions warm before anything is timed
-        synth.warm_up(synth._decoder(mode, synth.precision, synth.provider))
+        synth.warm_up(mode)
     kokoro = Kokoro(str(assets.model_path("int8")), str(assets.voices_path()))
     kokoro.create("Warm up.", VOICE)
     plan = [(name, decoder, name_policy) for name in texts for decoder in DECODERS

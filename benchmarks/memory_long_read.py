@@ -42,7 +42,7 @@ import sys
 import time
 from pathlib import Path
 
-from kokoro_lab.bench_texts import long_read
+from kokoro_lab.lab.texts import long_read
 
 RESULTS = Path(__file__).parent / "results"
 CHARS = 100_000
@@ -57,13 +57,13 @@ def measure(chunks: int, mode: str) -> dict:
     import onnxruntime as ort
     import psutil
 
-    from kokoro_lab.engine import chunking, scheduling, sessions, synthesizer
+    from kokoro_lab.engine import chunking, scheduling, sessions, stream, synthesizer
 
     if mode != "engine":
         sessions.SHARED_ARENA = False
     if mode == "before":
         synthesizer.release_freed_memory = lambda: None
-        synthesizer.run_options = ort.RunOptions
+        stream.run_options = ort.RunOptions
         scheduling.LANE_CAP = chunking.EFFICIENT_CAP
     process = psutil.Process()
     synth = synthesizer.Synthesizer()

@@ -34,8 +34,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from kokoro_lab.bench_texts import LONG, PARAGRAPH  # noqa: E402
-from tests.ui.jupyter_page import (  # noqa: E402
+from kokoro_lab.lab.jupyter.page import (  # noqa: E402
     cell,
     open_notebook,
     press_run,
@@ -43,7 +42,8 @@ from tests.ui.jupyter_page import (  # noqa: E402
     run_all,
     wait_players,
 )
-from tests.ui.servers import jupyter_server, launch_chromium  # noqa: E402
+from kokoro_lab.lab.jupyter.servers import jupyter_server, launch_chromium  # noqa: E402
+from kokoro_lab.lab.texts import LONG, PARAGRAPH  # noqa: E402
 
 OUT = ROOT / "benchmarks" / "results"
 TARGETS = {"warm_paragraph_first_audible_ms": 1000, "warm_paragraph_stalls": 0,
@@ -54,7 +54,7 @@ def kernel_figures(name: str) -> str:
     """A cell printing, as JSON, the kernel's own figures for the result in variable ``name``."""
     return (
         "import json\n"
-        f"s = {name}._speech\n"
+        f"s = {name}._feeder\n"
         "print(json.dumps({'chunks': len(s.result.chunks), 'model_wait_ms': s.model_wait_ms,\n"
         "  'first_chunk_synthesis_ms': s.result.chunks[0].synthesis_ms,\n"
         "  'engine_first_audio_ms': s.result.timings['engine_first_audio_ms'],\n"

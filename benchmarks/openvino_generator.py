@@ -30,9 +30,8 @@ from pathlib import Path
 import numpy as np
 
 from kokoro_lab import quality
-from kokoro_lab.engine import assets, split
+from kokoro_lab.engine import Synthesizer, assets, split
 from kokoro_lab.engine.sessions import session_options
-from kokoro_lab.engine.synthesizer import Synthesizer
 
 RESULTS = Path(__file__).parent / "results"
 TEXTS = {"4 words": "The old lighthouse stood",
@@ -84,7 +83,7 @@ def main() -> None:
     backends = runners(int8, fp32)
     rows = []
     for case, text in TEXTS.items():
-        tokens, style = synth._inputs(synth.phonemize(text, "en-us"), voice)
+        tokens, style = synth.model_inputs(synth.phonemize(text, "en-us"), voice)
         outputs = front.front(tokens, style, 1.0)
         feeds = {name: outputs[name] for name in split.BOUNDARY}
         times: dict[str, list[float]] = {name: [] for name in backends}

@@ -1,6 +1,7 @@
 """How much lead silence the vocoder may skip, judged by ear (no timing).
 
-The rule under test (:mod:`kokoro_lab.engine.decoding`): the ``skip_pads`` decoder starts
+The rule under test (:mod:`kokoro_lab.engine.decoding`, the splice from
+:mod:`kokoro_lab.lab.splice`): the ``skip_pads`` decoder starts
 ``lead`` frames before the first spoken token and keeps audio until ``after`` frames past the
 middle of the last spoken token (``-``: to the chunk's end), decoding the chunk's last frames
 for the statistics only. Each variant ``lead:after`` is judged on real chunks (the engine's
@@ -25,10 +26,11 @@ from pathlib import Path
 import numpy as np
 
 from kokoro_lab import quality
-from kokoro_lab.bench_texts import PARAGRAPH
+from kokoro_lab.engine import Synthesizer
 from kokoro_lab.engine.chunking import EFFICIENT_CAP, plan
-from kokoro_lab.engine.decoding import plan_decoding
-from kokoro_lab.engine.synthesizer import Synthesizer, finish_chunk
+from kokoro_lab.engine.finish import finish_chunk
+from kokoro_lab.lab.splice import render_spliced
+from kokoro_lab.lab.texts import PARAGRAPH
 
 RESULTS = Path(__file__).parent / "results"
 VOICES = ("af_heart", "am_adam", "bf_emma", "af_bella", "am_michael")
@@ -43,26 +45,24 @@ def speech(raw: np.ndarray) -> np.ndarray:
 
 def judge_voice(synth: Synthesizer, voice_name: str, variants: list[str]) -> list[dict]:
     voice = synth.resolve_voice(voice_name)
-    full = synth._decoder("full", synth.precision, synth.provider)
-    skip = synth._decoder("skip_pads", synth.precision, synth.provider)
-    texts = [c.phonemes for c in plan(PARAGRAPH, lambda t: synth.phonemize(t, voice.lang),
-                                      [0, 60, 120] + [EFFICIENT_CAP] * 20)]
-    shorts = [synth.phonemize(t, voice.lang) for t in SHORTS]
+    skip = synth.decoder_for("skip_pads")
+    pieces = [(c.text, c.phonemes) for c in plan(PARAGRAPH,
+                                                 lambda t: synth.phonemize(t, voice.lang),
+                                                 [0, 60, 120] + [EFFICIENT_CAP] * 20)]
+    shorts = [(t, synth.phonemize(t, voice.lang)) for t in SHORTS]
     rows = []
-    for phonemes in [*texts, *shorts]:
-        raw = synth._render(full, phonemes, voice, 1.0).audio
+    for text, phonemes in [*pieces, *shorts]:
+        raw = synth.render(text, voice, phonemes=phonemes, decoder="full", raw=True).audio
         reference = speech(raw)
-        row = {"voice": voice_name, "phonemes": len(phonemes), "short": phonemes in shorts,
+        row = {"voice": voice_name, "phonemes": len(phonemes), "short": (text, phonemes) in shorts,
                "frames": len(raw) // 300, "reference": reference,
                "dnsmos": quality.dnsmos(reference)["ovrl"]}
+        tokens, style = synth.model_inputs(phonemes, voice)
         for variant in variants:
             lead, after = variant.split(":")
-            skip.lead_margin, skip.trail_after = int(lead), None if after == "-" else int(after)
-            tokens, _ = synth._inputs(phonemes, voice)
-            rendered = synth._render(skip, phonemes, voice, 1.0)
-            decoded = plan_decoding(tokens, rendered.durations, synth._silent, skip.lead_margin,
-                                 skip.trail_after)
-            audio = speech(rendered.audio)
+            kept, decoded = render_spliced(skip, tokens, style, 1.0, int(lead),
+                                           None if after == "-" else int(after))
+            audio = speech(kept)
             outside = np.concatenate([raw[: decoded.begin * 300], raw[decoded.keep_end * 300:]])
             row[variant] = {
                 "audio": audio, "pesq": quality.pesq_wb(reference, audio),

@@ -38,8 +38,9 @@ from kokoro_onnx import Kokoro
 from kokoro_onnx.tokenizer import Tokenizer
 
 from kokoro_lab import assets
-from kokoro_lab.engine import split, windowed
+from kokoro_lab.engine import split
 from kokoro_lab.engine.metrics import SAMPLE_RATE, simulate_playback
+from kokoro_lab.lab import windowed
 from kokoro_lab.quality import join_discontinuities, log_mel_distance
 
 PARAGRAPH = (

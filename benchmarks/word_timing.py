@@ -53,13 +53,13 @@ from kokoro_onnx.tokenizer import Tokenizer
 from kokoro_onnx.trim import trim
 
 from kokoro_lab import assets
-from kokoro_lab.bench_texts import PARAGRAPH
 from kokoro_lab.engine import split
 from kokoro_lab.engine.chunking import EFFICIENT_CAP, plan
+from kokoro_lab.engine.finish import finish_audio
 from kokoro_lab.engine.metrics import SAMPLE_RATE, write_wav
-from kokoro_lab.engine.synthesizer import finish_audio
 from kokoro_lab.engine.voices import VoiceBank, parse
 from kokoro_lab.engine.words import Word, chunk_words, join_words
+from kokoro_lab.lab.texts import PARAGRAPH
 from kokoro_lab.quality import ASR_SAMPLE_RATE, _whisper, normalize_text, resample
 
 RESULTS = Path(__file__).parent / "results"

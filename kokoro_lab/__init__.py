@@ -21,37 +21,38 @@ from .engine import (
 
 __version__ = "0.1.0"
 
-# Front doors that pull in heavier dependencies (ipywidgets, plotly, sqlite…) are imported on
-# first use, so `import kokoro_lab` stays cheap for the CLI and batch workers.
-_LAZY = {
-    "Studio": "kokoro_lab.notebook.studio",
-    "compare_voices": "kokoro_lab.notebook.explorer",
-    "voice_map": "kokoro_lab.notebook.explorer",
-    "profile": "kokoro_lab.profiling",
-    "runs": "kokoro_lab.profiling",
-    "audit": "kokoro_lab.profiling",
-    "doctor": "kokoro_lab.doctor",
-}
-
-
 def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
+    """Front doors that pull in heavier dependencies (ipywidgets, plotly, sqlite…) are imported
+    on first use, so ``import kokoro_lab`` stays cheap for the CLI and batch workers."""
+    if name == "Studio":
+        from .notebook.studio import Studio
 
-        return getattr(importlib.import_module(_LAZY[name]), name)
+        return Studio
+    if name in ("compare_voices", "voice_map"):
+        from .notebook import explorer
+
+        return getattr(explorer, name)
+    if name in ("profile", "runs", "audit"):
+        from . import profiling
+
+        return getattr(profiling, name)
+    if name == "doctor":
+        from .diagnostics import doctor
+
+        return doctor
     raise AttributeError(f"module 'kokoro_lab' has no attribute {name!r}")
 
 
 def load_ipython_extension(ipython) -> None:
     """``%load_ext kokoro_lab``: register the magics."""
-    from .notebook.magic import load_ipython_extension as load
+    from .notebook.extension import load_ipython_extension as load
 
     load(ipython)
 
 
 def unload_ipython_extension(ipython) -> None:
     """``%unload_ext kokoro_lab``: stop streams and free the sessions."""
-    from .notebook.magic import unload_ipython_extension as unload
+    from .notebook.extension import unload_ipython_extension as unload
 
     unload(ipython)
 

@@ -3,24 +3,25 @@
 Subcommands: ``speak`` (text → WAV with a per-chunk latency table; ``--captions`` adds WebVTT
 or SubRip captions), ``voices`` (the 54 voice names by language and gender), ``assets`` (what
 is cached, where, sizes and hashes), ``bench`` (kokoro-onnx against kokoro_lab in one
-process), ``doctor`` (is the install consistent, and the exact fix when not), and the ones other
-modules register (``render``, ``profile``) through :data:`EXTRA_COMMANDS`.
+process), ``doctor`` (is the install consistent, and the exact fix when not), and the ones the
+other front doors register: ``render`` (:mod:`kokoro_lab.batch.cli`) and ``profile``
+(:mod:`kokoro_lab.profiling.cli`).
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .batch import cli as batch_cli
+from .options import add_voice_options
+from .profiling import cli as profiling_cli
+
 if TYPE_CHECKING:
     from .engine.metrics import Result
-
-# Modules that add subcommands: each has ``add_parser(subparsers)`` setting ``func``.
-EXTRA_COMMANDS = ("kokoro_lab.batch.cli", "kokoro_lab.profiling.cli")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -81,24 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="do not start CUDA/TensorRT on a tiny graph when a GPU is visible")
     doctor.set_defaults(func=cmd_doctor)
 
-    for module_name in EXTRA_COMMANDS:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as error:
-            if error.name and module_name.startswith(error.name):
-                continue  # that front door is not part of this install
-            raise
-        module.add_parser(sub)
+    batch_cli.add_parser(sub)
+    profiling_cli.add_parser(sub)
     return parser
-
-
-def add_voice_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--voice", default="af_heart",
-                        help="voice or blend 'af_heart:0.7,bf_emma:0.3'")
-    parser.add_argument("--speed", type=float, default=1.0, help="0.5 to 2.0")
-    parser.add_argument("--lang", default=None, help="espeak language; default: the voice's")
-    parser.add_argument("--provider", default="cpu", help="cpu, cuda, tensorrt, …")
-    parser.add_argument("--precision", default="int8", choices=("int8", "fp32", "fp16"))
 
 
 def cmd_speak(args: argparse.Namespace) -> int:
@@ -178,7 +164,7 @@ def cmd_assets(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from .bench import run_benchmark
+    from .lab.bench import run_benchmark
 
     report = run_benchmark(args.out, repeats=args.repeats, quick=args.quick)
     print(report.markdown())
@@ -186,7 +172,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from .doctor import diagnose
+    from .diagnostics import diagnose
 
     report = diagnose(probe_gpu=not args.no_probe)
     print(report.to_json() if args.json else report.text())

@@ -245,26 +245,75 @@ def pesq_wb(reference: np.ndarray, degraded: np.ndarray,
 
 
 _DNSMOS_LOCK = threading.Lock()
+DNSMOS_WINDOW_S = 9.01  # the models' input length
+DNSMOS_HOP_S = 1.0  # windows start this far apart, as in speechmos
+DNSMOS_OFFSETS = 16  # start offsets within one hop, averaged (fewer for long audio)
+DNSMOS_OFFSET_BUDGET_S = 320.0  # offsets x duration stays near this: 16 offsets up to 20 s
 
 
-def dnsmos(audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> dict[str, float]:
-    """DNSMOS scores of ``audio``: ``{"ovrl", "sig", "bak", "p808"}`` (1–5, higher is better).
+def dnsmos(audio: np.ndarray, sample_rate: int = SAMPLE_RATE,
+           offsets: int | None = None) -> dict[str, float]:
+    """DNSMOS scores of ``audio``: ``{"ovrl", "sig", "bak", "p808"}`` (1–5, higher is better),
+    plus ``"ovrl_spread"``, how far OVRL moves between start offsets (its standard deviation).
 
-    DNSMOS scores 9 s windows (a shorter clip is looped to 9 s by the model's own code), so
-    compare clips of similar length.
+    The rules, and why this does not call ``speechmos.dnsmos.run``:
+
+    * Every window counts. The models score 9.01 s windows 1 s apart; speechmos slices them
+      with a float product, so from the 8th window on each comes out one sample short and is
+      silently dropped (only the first ~15 s of a file counted). Here windows are cut by
+      integer sample indices: every window that fits is scored.
+    * One reading moves by up to ~0.07 when the same audio shifts by 25 ms, so the score is
+      averaged over ``offsets`` start offsets spread evenly within one hop (default
+      :data:`DNSMOS_OFFSETS`, fewer for audio over 20 s, at least 4), each offset's windows
+      averaged first so every offset weighs the same.
+    * Audio shorter than a window is looped to cover one, as the model's own code does, so
+      compare clips of similar length.
     """
+    model = _dnsmos_model()
+    samples = _to_judge_rate(audio, sample_rate, "dnsmos")
+    window = int(round(DNSMOS_WINDOW_S * JUDGE_SAMPLE_RATE))
+    hop = int(round(DNSMOS_HOP_S * JUDGE_SAMPLE_RATE))
+    duration_s = samples.size / JUDGE_SAMPLE_RATE
+    count = offsets or max(4, min(DNSMOS_OFFSETS, int(DNSMOS_OFFSET_BUDGET_S / max(duration_s,
+                                                                                 1e-9))))
+    while samples.size < window + hop:  # loop a short clip (as the model's code does)
+        samples = np.concatenate([samples, samples])
+    per_offset = []
+    for offset in np.linspace(0, hop, count, endpoint=False).astype(int):
+        starts = range(int(offset), samples.size - window + 1, hop)
+        per_offset.append(np.mean([_dnsmos_window(model, samples[s:s + window])
+                                   for s in starts], axis=0))
+    scores = np.mean(per_offset, axis=0)
+    return {"ovrl": float(scores[0]), "sig": float(scores[1]), "bak": float(scores[2]),
+            "p808": float(scores[3]), "ovrl_spread": float(np.std([p[0] for p in per_offset]))}
+
+
+def _dnsmos_model():
+    """speechmos's DNSMOS models (their ONNX files ship in the wheel), loaded once."""
     try:
-        from speechmos import dnsmos as model
+        from speechmos import dnsmos as module
     except ImportError as error:
         raise JudgeUnavailable(
             "DNSMOS needs speechmos with onnxruntime and librosa beside it: "
             f"pip install speechmos librosa ({error})"
         ) from None
-    samples = _to_judge_rate(audio, sample_rate, "dnsmos")
-    with _DNSMOS_LOCK:  # speechmos keeps one global model; load it once
-        scores = model.run(samples, sr=JUDGE_SAMPLE_RATE)
-    return {"ovrl": float(scores["ovrl_mos"]), "sig": float(scores["sig_mos"]),
-            "bak": float(scores["bak_mos"]), "p808": float(scores["p808_mos"])}
+    with _DNSMOS_LOCK:
+        if module.dnsmos is None:
+            folder = Path(module.__file__).parent / "dnsmos_models"
+            module.dnsmos = module.DNSMOS(str(folder / "sig_bak_ovr.onnx"),
+                                          str(folder / "model_v8.onnx"))
+        return module.dnsmos
+
+
+def _dnsmos_window(model, segment: np.ndarray) -> tuple[float, float, float, float]:
+    """(OVRL, SIG, BAK, P.808) of one 9.01 s window, as speechmos scores one."""
+    features = segment.astype(np.float32)[np.newaxis, :]
+    mel = np.asarray(model.audio_melspec(audio=segment[:-160]), np.float32)[np.newaxis]
+    with _DNSMOS_LOCK:  # one pair of sessions, shared by every caller
+        p808 = model.p808_onnx_sess.run(None, {"input_1": mel})[0][0][0]
+        sig_raw, bak_raw, ovr_raw = model.onnx_sess.run(None, {"input_1": features})[0][0]
+    sig, bak, ovr = model.get_polyfit_val(sig_raw, bak_raw, ovr_raw, False)
+    return float(ovr), float(sig), float(bak), float(p808)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -20,9 +20,10 @@
 // One engine exists per player model per page (however many views show it), so a widget
 // displayed twice plays its audio once. This module knows nothing of the DOM or of Jupyter.
 
+import { PROTOCOL, audioToPage, getAudioContext, randomId, registry } from "./registry.js";
 import { encodeWav } from "./wav.js";
 
-export const PROTOCOL = 2;
+export { PROTOCOL, getAudioContext, registry };
 // Safety margin between "now" and the first chunk's start, so the first buffer is never
 // scheduled in the past while the audio thread is mid-quantum.
 export const LEAD_S = 0.03;
@@ -36,64 +37,10 @@ export const AUDIBLE = 0.02;
 // opened afterwards, Voila): its first-sound figure then counts from when it joined.
 export const LATE_JOIN_MS = 4000;
 
-/** The page's one AudioContext (browsers limit how many a page may have), created lazily.
- * It lives on the page-wide registry: anywidget may instantiate this module once per widget. */
-export function getAudioContext(sampleRate = 24000) {
-  const shared = registry();
-  if (shared.ctx === null) {
-    const Ctor = globalThis.AudioContext || globalThis.webkitAudioContext;
-    let ctx;
-    try {
-      // Running the context at the model's rate means buffers are never resampled one by one,
-      // so chunk joins stay sample-exact; the browser converts once, at the output.
-      ctx = new Ctor({ sampleRate, latencyHint: "interactive" });
-    } catch {
-      ctx = new Ctor({ latencyHint: "interactive" });
-    }
-    ctx.onstatechange = () => shared.notify();
-    shared.ctx = ctx;
-  }
-  return shared.ctx;
-}
-
-/** The page-wide state: the audio context, every player engine and every stream this page
- * knows (for the queue). Also the test and debugging hook `window.__kokoroLab`. */
-export function registry() {
-  const root = globalThis;
-  if (!root.__kokoroLab) {
-    const shared = {
-      protocol: PROTOCOL,
-      ctx: null,
-      players: {},
-      streams: new Map(), // stream id -> stream record (any player)
-      notify() {
-        // Something changed that may unblock a queued stream or a suspended context.
-        for (const engine of Object.values(shared.players)) engine.flush();
-      },
-    };
-    root.__kokoroLab = shared;
-  }
-  return root.__kokoroLab;
-}
-
-function randomId() {
-  return Math.random().toString(36).slice(2, 10);
-}
-
 /** Index of the first audible sample, or -1. */
 export function firstAudible(samples) {
   for (let i = 0; i < samples.length; i++) if (Math.abs(samples[i]) > AUDIBLE) return i;
   return -1;
-}
-
-/** Page time (performance.now() ms) at which audio-clock time `t` reaches the speakers. */
-function audioToPage(ctx, t, clock) {
-  const stamp = typeof ctx.getOutputTimestamp === "function" ? ctx.getOutputTimestamp() : null;
-  if (stamp && stamp.performanceTime > 0) {
-    return stamp.performanceTime + (t - stamp.contextTime) * 1000;
-  }
-  const latency = ctx.outputLatency || ctx.baseLatency || 0;
-  return clock() + (t - ctx.currentTime + latency) * 1000;
 }
 
 export class PlayerEngine {

@@ -215,14 +215,18 @@ function captionsView(engine) {
       return;
     }
     box.hidden = false;
-    const now = position === null ? engine.wordAt() : engine.wordAtPosition(position);
+    // The clock this frame was drawn for is kept beside the word it lit, so what is shown can
+    // be checked against the audio exactly (the browser tests read both).
+    const clock = position === null ? (engine.ctx ? engine.ctx.currentTime : 0) : null;
+    const now = position === null ? engine.wordAt(clock) : engine.wordAtPosition(position);
+    box.dataset.wordClock = clock === null ? "" : String(clock);
     draw(stream, now ? now.seq : 0);
     const span = now ? spans.get(`${now.seq}:${now.word}`) : null;
+    box.dataset.wordAt = now ? `${now.seq}:${now.word}` : "";
     if (span === lit) return;
     if (lit) lit.classList.remove("kl-word-now");
     lit = span;
     box.dataset.word = span ? span.textContent : "";
-    box.dataset.wordAt = now ? `${now.seq}:${now.word}` : "";
     if (span) {
       span.classList.add("kl-word-now");
       // Keep the word in view inside the box without scrolling the notebook.

@@ -11,12 +11,13 @@ import json
 import sys
 from pathlib import Path
 
+from ..options import add_voice_options
+
 EXIT_ITEMS_FAILED = 3
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register ``render`` on the ``kokoro-lab`` command line."""
-    from ..cli import add_voice_options
 
     parser = subparsers.add_parser(
         "render", help="render a corpus (text lines or JSONL) to audio files and a manifest",

@@ -4,12 +4,14 @@ of Jupyter; the notebook layer, the CLI and the batch runner are front doors ont
 from .chunking import TextError
 from .decoding import DECODERS, DecoderError
 from .metrics import SAMPLE_RATE, Chunk, Result
+from .request import SpeechRequest, check_speed, check_text
 from .sessions import ProviderUnavailable, available_providers
-from .synthesizer import Stream, StreamCancelled, Synthesizer, check_speed
+from .stream import Stream, StreamCancelled
+from .synthesizer import Synthesizer
 from .voices import Voice, VoiceError, voice
 
 __all__ = [
-    "DECODERS", "SAMPLE_RATE", "Chunk", "DecoderError", "ProviderUnavailable", "Result", "Stream",
-    "StreamCancelled", "Synthesizer", "TextError", "Voice", "VoiceError", "available_providers",
-    "check_speed", "voice",
+    "DECODERS", "SAMPLE_RATE", "Chunk", "DecoderError", "ProviderUnavailable", "Result",
+    "SpeechRequest", "Stream", "StreamCancelled", "Synthesizer", "TextError", "Voice",
+    "VoiceError", "available_providers", "check_speed", "check_text", "voice",
 ]

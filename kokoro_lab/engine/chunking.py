@@ -145,13 +145,14 @@ def boundary_of(text: str) -> str:
     return "word"
 
 
-def atoms(text: str, phonemize: Callable[[str], str]) -> Iterator[Atom]:
+def atoms(text: str, phonemize: Callable[[str], str], cleaned: bool = False) -> Iterator[Atom]:
     """Clauses of ``text`` with their phonemes; clauses over the cap become word groups.
 
     Pieces that phonemize to nothing (emoji, stray symbols) are dropped here, so they can
-    never produce an empty chunk.
+    never produce an empty chunk. ``cleaned=True``: the text is already normalised
+    (:func:`clean_text`; a checked request's text is).
     """
-    for sentence in sentences(clean_text(text)):
+    for sentence in sentences(text if cleaned else clean_text(text)):
         clauses = _split(CLAUSE_END, sentence)
         for position, clause in enumerate(clauses):
             last = position == len(clauses) - 1
@@ -252,9 +253,9 @@ class ChunkPlanner:
     count whose synthesis the playback buffer can cover (see :mod:`scheduling`).
     """
 
-    def __init__(self, text: str, phonemize: Callable[[str], str]):
+    def __init__(self, text: str, phonemize: Callable[[str], str], cleaned: bool = False):
         self._phonemize = phonemize
-        self._atoms = atoms(text, phonemize)
+        self._atoms = atoms(text, phonemize, cleaned)
         self._pending: list[Atom] = []
         self.first = True
         self.planned_chars = 0  # characters of text handed out in chunks so far

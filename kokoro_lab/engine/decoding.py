@@ -15,14 +15,11 @@ The rule: the vocoder only does work that is heard.
 
   The silence after the speech stays: the vocoder decodes to the chunk's end. Dropping even its
   last two frames moves those statistics enough to be heard everywhere in the chunk (PESQ
-  4.2 → 2.9), because the edge frames weigh heavily in them. Splicing only the silent middle
-  out (keeping audio to ``after`` frames past the middle of the last spoken token, then
-  decoding the chunk's last :data:`TRAIL_EDGE_FRAMES` frames for the statistics and throwing
-  them away) restores most of it but still failed the bar: 15 % of the frames skipped at
-  PESQ-WB 4.14 and −0.03 DNSMOS. :func:`plan_decoding` keeps that option
-  (``after=...``) for the benchmark that measured it; the engine does not use it.
+  4.2 → 2.9), because the edge frames weigh heavily in them; splicing only the silent middle
+  out still failed the bar (15 % of the frames skipped at PESQ-WB 4.14 and −0.03 DNSMOS;
+  the experiment lives in :mod:`kokoro_lab.lab.splice`).
   The source's harmonic phase is continued across the skipped frames (the generator stage has
-  a ``phase_offset`` input, :mod:`kokoro_lab.engine.windowed`; without it PESQ falls by ~0.4).
+  a ``phase_offset`` input, :mod:`kokoro_lab.engine.phase`; without it PESQ falls by ~0.4).
 * ``"full"`` runs the whole released graph in one run: exactly the model's own output. The
   graph it runs is the released one with the token durations exposed as a second output
   (:func:`kokoro_lab.engine.split.timed_model`), so its chunks carry word timings too, from the
@@ -41,6 +38,7 @@ import numpy as np
 import onnxruntime as ort
 
 from . import assets
+from .phase import HARMONICS, PHASE_INPUT, phase_offsets
 from .scheduling import SpeedModel
 from .sessions import SESSIONS, LoadedSession
 from .split import (
@@ -53,12 +51,10 @@ from .split import (
     FRAME_SAMPLES,
     timed_model,
 )
-from .windowed import HARMONICS, PHASE_INPUT, phase_offsets
 
 DECODERS = ("skip_pads", "full")
 DEFAULT_DECODER = "skip_pads"
 LEAD_MARGIN_FRAMES = 20  # decoded before the first spoken token: set by ear (see above)
-TRAIL_EDGE_FRAMES = 8  # with a trailing splice: the last frames, decoded for the statistics
 DURATION_UNIT_SAMPLES = DURATION_FRAMES * FRAME_SAMPLES  # output samples per duration unit
 SILENT_CHARACTERS = ";:,.!?¡¿—…\"«»“”() "  # tokens that make no sound of their own (and pads)
 
@@ -88,45 +84,19 @@ def silent_tokens(vocab: dict[str, int]) -> frozenset[int]:
     return frozenset({0} | {index for char, index in vocab.items() if char in SILENT_CHARACTERS})
 
 
-@dataclass(frozen=True)
-class DecodePlan:
-    """Frames the vocoder runs on: ``[begin, keep_end)`` kept, then ``[edge, total)`` for the
-    statistics only (``edge == total`` when nothing is spliced)."""
-
-    begin: int
-    keep_end: int
-    edge: int
-    total: int
-
-    @property
-    def frames(self) -> np.ndarray:
-        return np.r_[self.begin:self.keep_end, self.edge:self.total]
-
-
-def plan_decoding(tokens: np.ndarray, durations: np.ndarray, silent: frozenset[int],
-                  lead: int = LEAD_MARGIN_FRAMES, after: int | None = None,
-                  edge: int = TRAIL_EDGE_FRAMES) -> DecodePlan:
-    """What the vocoder decodes of one chunk (see the module docstring).
+def first_decoded_frame(tokens: np.ndarray, durations: np.ndarray, silent: frozenset[int],
+                        lead: int = LEAD_MARGIN_FRAMES) -> int:
+    """The frame the vocoder starts at: ``lead`` frames before the first spoken token.
 
     ``durations`` are the front stage's per-token durations (one unit is
-    :data:`~kokoro_lab.engine.split.DURATION_FRAMES` frames). ``after=None`` keeps everything
-    to the chunk's end. With no spoken token, the whole chunk.
+    :data:`~kokoro_lab.engine.split.DURATION_FRAMES` frames). With no spoken token, frame 0.
     """
     tokens = np.asarray(tokens).ravel()
     ends = np.cumsum(np.asarray(durations).ravel()) * DURATION_FRAMES
-    total = int(ends[-1])
     spoken = np.flatnonzero(~np.isin(tokens, list(silent)))
-    if spoken.size == 0:
-        return DecodePlan(0, total, total, total)
-    first, last = int(spoken[0]), int(spoken[-1])
-    begin = max(0, int(ends[first - 1]) - lead) if first else 0
-    keep_end = total
-    if after is not None:
-        middle = int(ends[last]) - int(ends[last] - (ends[last - 1] if last else 0)) // 2
-        keep_end = min(total, max(begin + 1, middle + after))
-    if keep_end >= total - edge:  # too little to splice out: decode to the end
-        return DecodePlan(begin, total, total, total)
-    return DecodePlan(begin, keep_end, total - edge, total)
+    if spoken.size == 0 or spoken[0] == 0:
+        return 0
+    return max(0, int(ends[spoken[0] - 1]) - lead)
 
 
 class Decoder:
@@ -141,8 +111,7 @@ class Decoder:
                  model: str | Path | None = None, silent: frozenset[int] = frozenset({0})):
         self.mode = check_decoder(mode)
         self.silent = silent
-        # benchmarks/skip_pads_by_ear.py varies these
-        self.lead_margin, self.trail_after = LEAD_MARGIN_FRAMES, None
+        self.lead_margin = LEAD_MARGIN_FRAMES  # lab.splice and skip_pads_by_ear vary it
         if mode == "full":  # the released graph plus its durations output
             timed = timed_model(assets.model_path(precision, model))
             self.sessions: list[LoadedSession] = [
@@ -189,22 +158,31 @@ class Decoder:
             audio, durations = self.last.session.run([AUDIO, DURATIONS], inputs, options)
             return Rendered(np.asarray(audio, np.float32).ravel(), 0,
                             np.asarray(durations).ravel().astype(np.int64))
-        front_session, generator = self.sessions
-        outputs = front_session.session.run([*BOUNDARY, DURATIONS], inputs, options)
-        front = dict(zip((*BOUNDARY, DURATIONS), outputs, strict=True))
+        front = self.front(inputs, options)
         durations = np.asarray(front[DURATIONS]).ravel().astype(np.int64)
-        plan = plan_decoding(tokens, durations, self.silent, self.lead_margin, self.trail_after)
+        begin = first_decoded_frame(tokens, durations, self.silent, self.lead_margin)
+        frames = np.arange(begin, int(front[F0].shape[-1]))
+        audio = self.generate(front, frames, options)
+        return Rendered(audio, begin * FRAME_SAMPLES, durations)
+
+    def front(self, inputs: dict[str, np.ndarray], options: ort.RunOptions | None = None
+              ) -> dict[str, np.ndarray]:
+        """The front stage's outputs for one chunk: the boundary tensors and the durations."""
+        outputs = self.sessions[0].session.run([*BOUNDARY, DURATIONS], inputs, options)
+        return dict(zip((*BOUNDARY, DURATIONS), outputs, strict=True))
+
+    def generate(self, front: dict[str, np.ndarray], frames: np.ndarray,
+                 options: ort.RunOptions | None = None) -> np.ndarray:
+        """The vocoder's audio for ``frames`` (ascending) of the front stage's output, the
+        harmonic phase continued from the frames before ``frames[0]``."""
         feeds = {name: front[name] for name in BOUNDARY}
-        frames = plan.frames
         for name in (F0, FEATURES):  # time is the last axis of both
             feeds[name] = np.ascontiguousarray(front[name][..., frames])
-        # Continue the harmonic source's phase from where the skipped frames would have left it.
-        feeds[PHASE_INPUT] = phase_offsets(front[F0])[plan.begin].reshape(1, 1, HARMONICS)
-        audio = np.asarray(generator.session.run([AUDIO], feeds, options)[0], np.float32).ravel()
-        kept = audio[: (plan.keep_end - plan.begin) * FRAME_SAMPLES]  # the edge frames go
-        return Rendered(kept, plan.begin * FRAME_SAMPLES, durations)
+        feeds[PHASE_INPUT] = phase_offsets(front[F0])[frames[0]].reshape(1, 1, HARMONICS)
+        audio = self.last.session.run([AUDIO], feeds, options)[0]
+        return np.asarray(audio, np.float32).ravel()
 
 
 __all__ = ["DECODERS", "DEFAULT_DECODER", "DURATION_UNIT_SAMPLES", "Decoder", "DecoderError",
-           "DecodePlan", "LEAD_MARGIN_FRAMES", "Rendered", "TRAIL_EDGE_FRAMES", "check_decoder",
-           "plan_decoding", "silent_tokens"]
+           "LEAD_MARGIN_FRAMES", "Rendered", "check_decoder", "first_decoded_frame",
+           "silent_tokens"]

@@ -33,6 +33,7 @@ from pathlib import Path
 import onnxruntime as ort
 
 from . import assets
+from .gpu import preload_gpu_libraries
 from .scheduling import SpeedModel
 
 # Short names users type, mapped to ONNX Runtime's provider names.
@@ -212,8 +213,6 @@ def create_session(
     if name in ("CUDAExecutionProvider", "TensorrtExecutionProvider"):
         # pip's CUDA/cuDNN wheels are not on the loader's path; without this preload the
         # session silently falls back to CPU (refused below) even though the GPU build is fine.
-        from ..doctor import preload_gpu_libraries
-
         preload_gpu_libraries()
     session = ort.InferenceSession(
         str(model), sess_options=session_options(threads, profile_prefix), providers=chain
@@ -233,12 +232,12 @@ def stage_path(model: Path, stage: str) -> Path:
         return model
     if stage not in STAGES:
         raise ValueError(f"unknown stage {stage!r}; choose one of {', '.join(STAGES)}")
-    from . import split, windowed  # onnx is only imported when a split is asked for
+    from . import phase, split  # onnx is only imported when a split is asked for
 
     paths = split.split_model(model)
     # The generator stage takes a phase offset, so it can start after skipped frames; with an
     # offset of zero it is the unsplit model's vocoder, bit for bit.
-    return paths.front if stage == "front" else windowed.phase_graph_path(paths)
+    return paths.front if stage == "front" else phase.phase_graph_path(paths)
 
 
 class SessionCache:

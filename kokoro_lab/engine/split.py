@@ -15,11 +15,11 @@ and cast helpers that a converted graph inserts on a boundary tensor (``DynamicQ
 on the style slice in the int8 graph, a ``Cast`` of F0 to fp32 in the fp16 graph) are repeated
 in the generator stage, so the boundary stays the same three tensors for every precision.
 Chaining the two stages reproduces the unsplit model bit for bit (checked in
-``tests/test_split.py``).
+``tests/model/test_split.py``).
 
 The *timed graph* is the unsplit model with the token durations (:data:`DURATIONS`) added as a
 second output, for the ``"full"`` decoder: one run gives the model's exact audio and the word
-timings' durations (adding an output changes no computation; ``tests/test_split.py`` checks the
+timings' durations (adding an output changes no computation; ``tests/model/test_split.py`` checks the
 audio bit for bit against the released graph).
 
 Both stage files (and the timed graph) are cached in :func:`kokoro_lab.assets.cache_dir` under

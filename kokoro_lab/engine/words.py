@@ -55,7 +55,7 @@ from kokoro_onnx.config import DEFAULT_VOCAB, SAMPLE_RATE
 from .chunking import CLAUSE_MARKS, SENTENCE_MARKS
 
 # One duration unit is two vocoder frames of 300 samples (split.FRAME_SAMPLES); checked against
-# the model's output length at several speeds in tests/test_words.py.
+# the model's output length at several speeds in tests/model/test_words.py.
 SAMPLES_PER_UNIT = 600
 
 # Scripts written without spaces: each character is a word (rule 1).

@@ -7,9 +7,11 @@ both on a worker thread.
 """
 
 from .chart import LatencyChart
-from .magic import SpeakMagics, current_magics, interpolate
+from .kernel import current_magics
+from .magic import SpeakMagics, interpolate
 from .player import FrontendMissing, Player
-from .speech import SpeakResult, Speech
+from .result import SpeakResult
+from .speech import Speech
 
 __all__ = [
     "FrontendMissing", "LatencyChart", "Player", "SpeakMagics", "SpeakResult", "Speech",

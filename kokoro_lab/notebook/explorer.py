@@ -30,9 +30,8 @@ import ipywidgets as widgets
 import numpy as np
 import plotly.graph_objects as go
 
-from ..engine import assets
+from ..engine import Stream, Synthesizer, assets
 from ..engine.metrics import Result
-from ..engine.synthesizer import Stream, Synthesizer
 from ..engine.voices import GENDERS, LANGUAGES, Voice, VoiceError, describe_voice, parse
 from .clip import Clip
 from .labels import place_labels
@@ -454,7 +453,7 @@ class VoiceMap:
         self.speech = Utterance(
             synth, self.sample, Settings(voice=spec, speed=1.0), provider=synth.provider,
             precision=synth.precision, player=self.player, lead_s=None, requested=requested,
-            player_lock=self._player_lock,
+            origin="voice was clicked", player_lock=self._player_lock,
         ).start()
         self.status.value = (f"<span style='color:#555'>speaking as "
                              f"<b>{html.escape(spec.label)}</b> "

@@ -27,7 +27,6 @@ The rules this module implements:
 from __future__ import annotations
 
 import contextlib
-import importlib
 import re
 import signal
 import sys
@@ -41,22 +40,18 @@ from IPython.display import display
 from traitlets import Bool, Enum, Float, Int, Unicode
 from traitlets.config import Configurable
 
+from ..engine import (
+    ProviderUnavailable,
+    Synthesizer,
+    TextError,
+    VoiceError,
+)
 from ..engine.assets import AssetError
-from ..engine.chunking import TextError
 from ..engine.metrics import plural
-from ..engine.sessions import SESSIONS, ProviderUnavailable
-from ..engine.synthesizer import Synthesizer
-from ..engine.voices import VoiceError
+from ..engine.sessions import SESSIONS
 from .chart import LatencyChart
 from .player import FrontendMissing, Player
-from .speech import Speech, StreamRequest
-
-# Magics written in sibling modules, registered when those modules exist.
-OPTIONAL_MAGICS = (
-    ("kokoro_lab.notebook.profile_magic", "ProfileMagics"),
-    ("kokoro_lab.notebook.studio", "StudioMagics"),
-)
-PREVIEW_CHARS = 60
+from .speech import Speech
 
 _FIELD = re.compile(r"\{\{|\}\}|\{([^{}]*)\}")
 
@@ -80,11 +75,6 @@ def interpolate(text: str, namespace: dict) -> tuple[str, list[str]]:
             return token
 
     return _FIELD.sub(fill, text), missing
-
-
-def _preview(text: str) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= PREVIEW_CHARS else flat[: PREVIEW_CHARS - 1] + "…"
 
 
 @magics_class
@@ -268,19 +258,19 @@ class SpeakMagics(Magics, Configurable):
         model_wait_ms = (time.perf_counter() - requested) * 1000
         after = self._queue_ahead(now)
         try:
-            request = StreamRequest.check(
-                synth, text, voice or self.voice, self.speed if speed is None else speed,
-                lang or self.lang or None, precision or self.precision, provider or self.provider,
-            )
+            request = synth.request(
+                text, voice or self.voice, self.speed if speed is None else speed,
+                lang or self.lang or None, precision=precision or self.precision,
+                provider=provider or self.provider)
             player = Player(captions=captions) if play else None
             # Nothing ahead: start now, in the cell (so every error is reported here).
-            source = request if after is not None else request.start()
+            source = request if after is not None else synth.stream(request)
         except (TextError, VoiceError, ProviderUnavailable, ValueError, FileNotFoundError,
                 FrontendMissing) as e:
             raise UsageError(f"{kind}: {e}") from None
         self._make_room(kind, now)
         self._order += 1
-        speech = Speech(source, player=player, requested=requested, label=_preview(text),
+        speech = Speech(source, synth=synth, player=player, requested=requested,
                         after=after, order=self._order)
         speech.cell_id = _cell_id(self.shell)
         speech.model_wait_ms = model_wait_ms
@@ -385,7 +375,8 @@ class SpeakMagics(Magics, Configurable):
         for speech in self._live():
             if not speech.result.done:
                 speech.stop("extension unloaded")
-                speech.wait(timeout)
+                with contextlib.suppress(TimeoutError):
+                    speech.wait(timeout)
         self.speeches = []
         if self._warming is not None:
             self._warming.join(timeout)
@@ -415,57 +406,3 @@ def _cell_id(shell) -> str | None:
     parent = getattr(shell, "parent_header", None) or {}
     metadata = parent.get("metadata") or {}
     return metadata.get("cellId") or None
-
-
-_LOADED: dict[int, list[Magics]] = {}  # id(shell) -> the magics instances this extension made
-
-
-def current_magics(shell=None) -> SpeakMagics | None:
-    """The loaded :class:`SpeakMagics` (for sibling widgets that share its synthesizer)."""
-    if shell is None:
-        from IPython import get_ipython
-
-        shell = get_ipython()
-    for magics in _LOADED.get(id(shell), []):
-        if isinstance(magics, SpeakMagics):
-            return magics
-    return None
-
-
-def load_ipython_extension(ipython) -> None:
-    """Register ``%%speak`` (and sibling modules' magics) and start warming the model."""
-    if id(ipython) in _LOADED:
-        return
-    speak = SpeakMagics(shell=ipython)
-    loaded: list[Magics] = [speak]
-    ipython.register_magics(speak)
-    for module_name, class_name in OPTIONAL_MAGICS:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as error:
-            if error.name == module_name:
-                continue  # that part of the notebook layer is not installed here
-            raise
-        magics = getattr(module, class_name)(shell=ipython)
-        ipython.register_magics(magics)
-        loaded.append(magics)
-    _LOADED[id(ipython)] = loaded
-    if speak.warm_on_load:
-        speak.warm()
-
-
-def unload_ipython_extension(ipython) -> None:
-    """Stop streams, free the sessions, and remove the magics."""
-    loaded = _LOADED.pop(id(ipython), [])
-    manager = ipython.magics_manager
-    for magics in loaded:
-        closer = getattr(magics, "close", None)
-        if callable(closer):
-            closer()
-        for kind, table in magics.magics.items():
-            for name in table:
-                manager.magics[kind].pop(name, None)
-        manager.registry.pop(type(magics).__name__, None)
-        if magics in ipython.configurables:
-            ipython.configurables.remove(magics)
-    SESSIONS.clear()

@@ -172,5 +172,32 @@ def whole_text_reference(text: str, voice: str | Voice = "af_heart", speed: floa
     return reference
 
 
-__all__ = ["QUALITY_FIGURES", "Reference", "chunk_pesq", "judge", "listen", "reference_precision",
-           "reference_rendering", "whole_text_reference"]
+# -- how judged figures are printed ----------------------------------------------------------
+
+
+def _figure(scores: dict, key: str, digits: int = 2) -> str:
+    number = scores.get(key)
+    return "–" if number is None or number != number else f"{number:.{digits}f}"
+
+
+def quality_cells(scores: dict) -> str:
+    """A row's WER, PESQ-WB (mean and lowest chunk) and DNSMOS as table cells ("–" for what
+    was not judged)."""
+    dnsmos = " / ".join(_figure(scores, f"dnsmos_{k}") for k in ("ovrl", "sig", "p808"))
+    pesq = f"{_figure(scores, 'pesq_wb')} ({_figure(scores, 'pesq_wb_min')})"
+    return f" {_figure(scores, 'wer')} | {pesq} | {dnsmos} |"
+
+
+def reference_note(reference: dict) -> str:
+    """The lines under a judged table: what PESQ-WB compared against, and the bar for DNSMOS
+    and WER (the whole text rendered by the reference)."""
+    dnsmos = " / ".join(_figure(reference, f"dnsmos_{k}") for k in ("ovrl", "sig", "p808"))
+    return (f"*PESQ-WB (1–4.64): each chunk against the same text rendered whole by "
+            f"{reference['label']}, mean (lowest chunk). The whole text rendered the same way "
+            f"scores WER {_figure(reference, 'wer')} and DNSMOS OVRL / SIG / P.808 {dnsmos}: "
+            "the bar for those columns. Each cell is judged on its last measured run.*")
+
+
+__all__ = ["QUALITY_FIGURES", "Reference", "chunk_pesq", "judge", "listen", "quality_cells",
+           "reference_note", "reference_precision", "reference_rendering",
+           "whole_text_reference"]

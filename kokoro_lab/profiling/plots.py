@@ -26,6 +26,8 @@ import plotly.graph_objects as go
 import plotly.io as pio
 from plotly.subplots import make_subplots
 
+from .judges import reference_note
+
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b")
 BAR_FIGURES = (("first_audio_ms", "time to first audio (ms)"), ("rtf", "real-time factor"),
                ("load_ms", "session load (ms)"))
@@ -238,8 +240,6 @@ def write_html(report, path: str | os.PathLike) -> Path:
         _table(report),
     ]
     if report.judged and report.reference:
-        from .runner import reference_note
-
         parts.append(f"<p>{html.escape(reference_note(report.reference).strip('*'))}</p>")
     for i, fig in enumerate(figures(report).values()):
         parts.append(pio.to_html(fig, full_html=False, include_plotlyjs=i == 0))

@@ -10,7 +10,9 @@ The rules:
 * The schema is versioned with SQLite's ``user_version``; a file written by a newer schema is
   refused rather than misread.
 * Writers may be many (several kernels, a batch of processes): the journal is WAL, every write
-  is one short ``BEGIN IMMEDIATE`` transaction and waits for the lock rather than failing.
+  is one short ``BEGIN IMMEDIATE`` transaction and waits for the lock rather than failing, and
+  a reader checks the schema in one read transaction (one snapshot, never half of another
+  process's schema creation).
 * A file that is not a run log (corrupt, truncated, someone else's database) raises
   :class:`RunLogError` naming the file; it is never deleted, rebuilt or written over.
 """
@@ -28,7 +30,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
@@ -253,8 +255,7 @@ class RunLog:
 
     def _check(self, connection: sqlite3.Connection, write: bool) -> None:
         """Verify the file is ours and current; create the schema on first write."""
-        # Reading the version reads page 1: a non-SQLite file fails right here.
-        version = connection.execute("PRAGMA user_version").fetchone()[0]
+        version, tables = _schema(connection)
         if version == SCHEMA_VERSION:
             return
         if version > SCHEMA_VERSION:
@@ -262,7 +263,7 @@ class RunLog:
                 f"{self.path} was written by a newer kokoro-lab (schema {version}, this one "
                 f"reads {SCHEMA_VERSION}); upgrade kokoro-lab to read it"
             )
-        if version != 0 or _tables(connection):
+        if version != 0 or tables:
             raise self._foreign(connection, version)  # before anything could write to it
         if not write:
             return  # an empty file: no runs yet
@@ -349,6 +350,26 @@ class RunLog:
             data["figures"] = json.loads(data["figures"])
             out.append(Run(**data))
         return out
+
+
+def _schema(connection: sqlite3.Connection) -> tuple[int, list[str]]:
+    """The schema version and the tables, read in one transaction.
+
+    Two statements outside a transaction could straddle another process's schema commit and
+    read "version 0" from before it and "tables: runs" from after it, refusing a good file as
+    foreign; one read transaction sees one snapshot. Reading the version reads page 1, so a
+    file that is not SQLite fails right here.
+    """
+    connection.execute("BEGIN")
+    try:
+        version = connection.execute("PRAGMA user_version").fetchone()[0]
+        tables = _tables(connection)
+    except BaseException:
+        with suppress(sqlite3.Error):
+            connection.execute("ROLLBACK")
+        raise
+    connection.execute("COMMIT")
+    return version, tables
 
 
 def _tables(connection: sqlite3.Connection) -> list[str]:

@@ -24,9 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..engine import assets, sessions
+from ..engine import Synthesizer, assets, sessions
 from ..engine.sessions import SESSIONS, ProviderUnavailable
-from ..engine.synthesizer import Synthesizer
+from .judges import QUALITY_FIGURES, judge, quality_cells, reference_note, whole_text_reference
 
 DEFAULT_PRECISIONS = ("int8", "fp32", "fp16")
 GPU_PROVIDERS = ("cuda", "tensorrt")
@@ -211,29 +211,6 @@ def _spread_text(cell: Cell, figure: str, digits: int) -> str:
     if len(cell.values(figure)) < 2:
         return median
     return f"{median} ({s['min']:.{digits}f}–{s['max']:.{digits}f})"
-
-
-def _figure(scores: dict, key: str, digits: int = 2) -> str:
-    number = scores.get(key)
-    return "–" if number is None or number != number else f"{number:.{digits}f}"
-
-
-def quality_cells(scores: dict) -> str:
-    """A row's WER, PESQ-WB (mean and lowest chunk) and DNSMOS as table cells ("–" for what
-    was not judged)."""
-    dnsmos = " / ".join(_figure(scores, f"dnsmos_{k}") for k in ("ovrl", "sig", "p808"))
-    pesq = f"{_figure(scores, 'pesq_wb')} ({_figure(scores, 'pesq_wb_min')})"
-    return f" {_figure(scores, 'wer')} | {pesq} | {dnsmos} |"
-
-
-def reference_note(reference: dict) -> str:
-    """The lines under a judged table: what PESQ-WB compared against, and the bar for DNSMOS
-    and WER (the whole text rendered by the reference)."""
-    dnsmos = " / ".join(_figure(reference, f"dnsmos_{k}") for k in ("ovrl", "sig", "p808"))
-    return (f"*PESQ-WB (1–4.64): each chunk against the same text rendered whole by "
-            f"{reference['label']}, mean (lowest chunk). The whole text rendered the same way "
-            f"scores WER {_figure(reference, 'wer')} and DNSMOS OVRL / SIG / P.808 {dnsmos}: "
-            "the bar for those columns. Each cell is judged on its last measured run.*")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -429,7 +406,6 @@ def profile(
 
 
 def _add_quality(report: ProfileReport, results: dict) -> None:
-    from .judges import QUALITY_FIGURES, judge, whole_text_reference
 
     reference = whole_text_reference(report.text, report.voice)
     report.reference = {"label": reference.label, "precision": reference.precision,

@@ -1,5 +1,6 @@
 """Browser tests: real JupyterLab, Notebook 7 and Voila on loopback, driven in Debian's Chromium
-by Playwright (see :mod:`tests.ui.servers`). Screenshots go to ``artifacts/ui/`` (kept by CI).
+by Playwright (see :mod:`kokoro_lab.lab.jupyter.servers`). Screenshots go to ``artifacts/ui/``
+(kept by CI).
 """
 
 from __future__ import annotations
@@ -9,10 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.ui.servers import CHROMIUM, jupyter_server, launch_chromium
+from kokoro_lab.lab.jupyter import page
+from kokoro_lab.lab.jupyter.servers import CHROMIUM, jupyter_server, launch_chromium
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "artifacts" / "ui"
+page.ARTIFACTS = ARTIFACTS  # failed waits leave their screenshots beside the others
 
 
 def pytest_collection_modifyitems(items):

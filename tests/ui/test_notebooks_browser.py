@@ -13,9 +13,9 @@ import time
 
 import pytest
 
+from kokoro_lab.lab.jupyter.page import open_notebook, players, run_all, wait_done, wait_kernel_idle
+from tests.ui.checks import check_played_out
 from tests.ui.conftest import ROOT
-from tests.ui.jupyter_page import open_notebook, players, run_all, wait_done, wait_kernel_idle
-from tests.ui.test_player_browser import check_played_out
 
 # notebook → players that speak under Run All, the labels of those it stops on purpose, and
 # players that wait for a click (the voice map's); compare_voices cards are clips, not players

@@ -96,10 +96,7 @@ def precision_choices() -> tuple[list[str], dict[str, str], dict[str, str]]:
         if precision == "int8" or os.environ.get(assets.model_env_var(precision)):
             available.append(precision)
             continue
-        from ...engine import precisions
-
-        cached = precisions.expected_path(assets.cache_dir(), precision).is_file()
-        if cached:
+        if assets.derived_path(precision).is_file():
             available.append(precision)
         elif importlib.util.find_spec("onnx") is not None:
             available.append(precision)

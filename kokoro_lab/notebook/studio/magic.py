@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import weakref
 
 from IPython.core.error import UsageError
@@ -11,8 +12,8 @@ from IPython.display import display
 from traitlets import Float, Unicode
 from traitlets.config import Configurable
 
-from ...engine import assets
-from ...engine.synthesizer import Synthesizer, check_speed
+from ...engine import Synthesizer, assets, check_speed
+from ..kernel import current_magics
 from .panel import DEFAULT_TEXT, Studio
 from .utterance import LEAD_S
 
@@ -66,8 +67,6 @@ class StudioMagics(Magics, Configurable):
         display(studio)
 
     def _synth(self) -> Synthesizer | None:
-        from ..magic import current_magics
-
         magics = current_magics(self.shell)
         return magics.synth if magics is not None else None
 
@@ -78,5 +77,6 @@ class StudioMagics(Magics, Configurable):
             if studio is not None:
                 studio.stop("extension unloaded")
                 if studio.utterance is not None:
-                    studio.utterance.wait(60)
+                    with contextlib.suppress(TimeoutError):
+                        studio.utterance.wait(60)
         self.studios = []

@@ -22,11 +22,11 @@ import time
 
 import ipywidgets as widgets
 
-from ...engine import assets
+from ...engine import Synthesizer, assets, check_speed
 from ...engine.chunking import TextError
 from ...engine.metrics import Chunk, plural
+from ...engine.request import MAX_SPEED, MIN_SPEED
 from ...engine.sessions import ProviderUnavailable
-from ...engine.synthesizer import MAX_SPEED, MIN_SPEED, Synthesizer, check_speed
 from ...engine.voices import Voice, VoiceError, parse, voice
 from ..chart import LatencyChart
 from ..player import FrontendMissing, Player

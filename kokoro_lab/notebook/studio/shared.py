@@ -12,7 +12,8 @@ import threading
 import weakref
 from typing import TYPE_CHECKING
 
-from ...engine.synthesizer import Synthesizer
+from ...engine import Synthesizer
+from ..kernel import current_magics
 
 if TYPE_CHECKING:
     from .utterance import Utterance
@@ -37,8 +38,6 @@ def shared_synthesizer() -> Synthesizer:
 
 def _speak_magics():
     try:
-        from ..magic import current_magics
-
         return current_magics()
     except Exception:  # no IPython at all (plain Python): there is no %%speak to share with
         return None

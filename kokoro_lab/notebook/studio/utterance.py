@@ -1,13 +1,13 @@
 """One press of Speak: engine streams feeding one player stream, re-voiced between chunks.
 
-The rules this module implements:
+An :class:`Utterance` is a :class:`~kokoro_lab.notebook.feeder.Feeder`; the rules it adds:
 
-* **Voice and speed changes during playback apply from the next chunk on.** The engine's
-  :class:`~kokoro_lab.engine.synthesizer.Stream` takes its voice and speed at start, so a change
-  cancels the stream and starts a new one on the unspoken remainder of the text, at the next
-  chunk boundary. The remainder is found by matching each sent chunk's words against the
-  cleaned input (chunk texts are the input's own words, in order), so no word is skipped or
-  said twice.
+* **Voice and speed changes during playback apply from the next chunk on.** An engine
+  :class:`~kokoro_lab.engine.Stream` takes its voice and speed at start, so a change cancels the
+  stream and starts a new one on the unspoken remainder of the text, at the next chunk
+  boundary. The remainder is found by matching each sent chunk's words against the request's
+  normalised text (chunk texts are its own words, in order), so no word is skipped or said
+  twice.
 * **Audio is sent to the browser only ``lead_s`` ahead of playback** (paced by the browser's own
   schedule reports, or by a real-time estimate when no browser reports), so "the next chunk" is
   the one after the chunk that is playing, not the end of whatever was synthesized ahead.
@@ -21,21 +21,16 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ...engine.chunking import TextError, clean_text
-from ...engine.metrics import SAMPLE_RATE, Chunk
-from ...engine.synthesizer import Stream, Synthesizer
-from ...engine.voices import Voice
+from ...engine import SAMPLE_RATE, Chunk, Stream, Synthesizer, TextError, Voice
 from ..chart import LatencyChart
+from ..feeder import Feeder
 from ..player import Player
-from ..speech import SpeakResult, chunk_meta, join_interruptibly
+from ..result import SpeakResult
 
 LEAD_S = 1.0  # seconds of audio sent ahead of playback: room to re-synthesize after a change
 CHART_MIN_AHEAD_S = 0.5  # the chart redraws while synthesizing only with this much audio ahead
-PREVIEW_CHARS = 60
-
 
 
 @dataclass(repr=False)
@@ -47,12 +42,6 @@ class StudioResult(SpeakResult):
     """
 
     segments: list[dict] = field(default_factory=list)
-    _player: Player | None = field(default=None, compare=False)
-
-    @property
-    def player(self) -> Player | None:
-        """The Studio's player, which holds what the page reported it heard."""
-        return self._player
 
 
 @dataclass(frozen=True)
@@ -74,7 +63,7 @@ def _advance(cleaned: str, position: int, chunk_text: str) -> int:
     return position
 
 
-class Utterance:
+class Utterance(Feeder):
     """One press of Speak: segments of engine streams played as one stream in a player.
 
     Chunks are held in the kernel until playback is within ``lead_s`` of needing them
@@ -82,67 +71,47 @@ class Utterance:
     voice or speed; it takes effect from the next chunk sent.
     """
 
+    thread_name = "kokoro-lab-studio"
+    chart_min_buffer_s = CHART_MIN_AHEAD_S
+    # The page holds at most lead_s of audio (the rest waits here), so its buffer says nothing
+    # about how far synthesis is ahead: the engine's own playback model sizes the chunks.
+    sizes_chunks_from_page = False
+
     def __init__(self, synth: Synthesizer, text: str, settings: Settings, *,
                  provider: str, precision: str, player: Player | None = None,
                  chart: LatencyChart | None = None, lead_s: float | None = LEAD_S,
-                 requested: float | None = None,
+                 requested: float | None = None, origin: str = "Speak was pressed",
                  player_lock: threading.RLock | None = None) -> None:
+        # The first request is checked here, on the caller's thread, so bad input raises at once.
+        request = synth.request(text, settings.voice, settings.speed, precision=precision,
+                                provider=provider)
+        result = StudioResult(
+            chunks=[], provider=request.provider, precision=request.precision,
+            text=request.text, voice=settings.voice.label, speed=settings.speed,
+            lang=request.lang, requested=time.perf_counter() if requested is None else requested)
+        super().__init__(result, player=player, requested=result.requested,
+                         player_lock=player_lock)
         self.synth = synth
-        self.text = text
-        self.provider = provider
-        self.precision = precision
-        self.player = player
-        self.chart = chart
+        self.request = request
+        self.provider, self.precision = request.provider, request.precision
         self.lead_s = lead_s
-        # Held while talking to the player: a stopping utterance's feeder may still be
-        # finishing a chunk when the next one takes the player over, and must not push into,
-        # stop or end the newer stream (see _owns_player).
-        self._player_lock = player_lock or threading.RLock()
-        self.requested = time.perf_counter() if requested is None else requested
-        self._cleaned = clean_text(text)
-        self._position = 0  # how much of the cleaned text has been sent to the player
+        self._position = 0  # how much of the request's text has been sent to the player
         self._settings = settings
         self._pending: Settings | None = None
         self._lock = threading.Lock()
-        self._wake = threading.Event()  # set on update() / stop(): the feeder re-checks
-        self._stopped = threading.Event()
-        self._stop_reason = ""
+        self._wake_event = threading.Event()  # set on update() / stop(): the feeder re-checks
         self._play_end = 0.0  # perf_counter when the audio sent so far ends playing
         self._durations: list[float] = []  # seconds per chunk sent, by sequence number
-        self.on_chunk: list[Callable[[Chunk], None]] = []  # called on the feeder thread
-        self.on_done: list[Callable[[Utterance], None]] = []
-        # The first stream starts here, on the caller's thread, so bad input raises at once.
-        stream = self._open(settings)
-        self.result = StudioResult(
-            chunks=[], provider=stream.loaded.provider, precision=stream.loaded.precision,
-            text=text, voice=settings.voice.label, speed=settings.speed, lang=stream.lang,
-            requested=self.requested,
-        )
-        self.result.segments.append(self._segment(settings))
-        self.stream = stream
-        self.stream_id: str | None = None
+        self.stream = synth.stream(request)
+        result.provider, result.precision = self.stream.loaded.provider, \
+            self.stream.loaded.precision
+        result.segments.append(self._segment(settings))
         if player is not None:
-            with self._player_lock:
-                self.stream_id = player.start(label=_preview(text), requested=self.requested,
-                                              origin="Speak was pressed")
-            self.result._player = player
-            player.on_stop_request(self._on_stop_request)
-            player.on_report(self._on_report)
+            self._take_player(label=request.label, origin=origin)
         if chart is not None:
-            chart.may_draw = self._chart_may_draw
-            chart.reset(self.requested)
-        self._thread = threading.Thread(target=self._feed, name="kokoro-lab-studio",
-                                        daemon=True)
+            self.attach_chart(chart)
 
     # -- control ----------------------------------------------------------------------------
-
-    def start(self) -> Utterance:
-        self._thread.start()
-        return self
-
-    @property
-    def running(self) -> bool:
-        return self._thread.is_alive()
 
     @property
     def settings(self) -> Settings:
@@ -153,60 +122,22 @@ class Utterance:
         """Use ``settings`` from the next chunk sent to the player on."""
         with self._lock:
             self._pending = settings
-        self._wake.set()
+        self._wake_event.set()
 
-    def stop(self, reason: str = "stopped") -> None:
-        """Cancel synthesis (within one chunk) and silence the player."""
-        if self._stopped.is_set():
-            return
-        self._stop_reason = reason
-        self._stopped.set()
-        self._wake.set()
-        self.stream.cancel()
-        with self._player_lock:
-            if self._owns_player():
-                self.player.stop(reason)
+    def _wake(self) -> None:
+        self._wake_event.set()
 
-    def _owns_player(self) -> bool:
-        return self.player is not None and self.player.stream_id == self.stream_id
-
-    def wait(self, timeout: float | None = None) -> StudioResult:
-        """Block until the utterance ends. A kernel interrupt stops it, then re-raises."""
-        if not join_interruptibly(self._thread, timeout, self.stop):
-            raise TimeoutError(f"the utterance is still running after {timeout} s")
-        return self.result
-
-    def detach(self) -> None:
-        """Stop listening to the player (a newer utterance is taking it over)."""
-        if self.player is not None:
-            self.player.on_stop_request(self._on_stop_request, remove=True)
-            self.player.on_report(self._on_report, remove=True)
-
-    # -- browser callbacks ------------------------------------------------------------------
-
-    def _on_stop_request(self, stream_id: str) -> None:
-        if stream_id == self.stream_id:
-            self.stop("Stop pressed")
-
-    def _on_report(self, report: dict) -> None:
-        """A page's report (kernel main thread): its schedule paces the feeder; what it
-        played goes to the chart."""
-        if report.get("type") == "scheduled":
-            self._on_scheduled(report)
-        if self.chart is not None:
-            self.chart.take_report(report)
-
-    def _chart_may_draw(self) -> bool:
-        """Redraw the chart only when the listener has audio to spare (or synthesis is over):
-        drawing shares the CPU with synthesis."""
+    def buffered_ahead_s(self) -> float:
+        """Audio sent ahead of the listener, from the page's schedule (or the estimate)."""
         if not self.running:
-            return True
+            return float("inf")
         with self._lock:
-            ahead = self._play_end - time.perf_counter()
-        return ahead >= CHART_MIN_AHEAD_S
+            return max(0.0, self._play_end - time.perf_counter())
 
-    def _on_scheduled(self, report: dict) -> None:
+    def _observe(self, report: dict) -> None:
         """The browser scheduled chunk ``seq``: re-anchor the playback estimate on its clock."""
+        if report.get("type") != "scheduled":
+            return
         try:
             seq = int(report["seq"])
             ends_in = float(report["start"]) + float(report["duration"]) - float(report["now"])
@@ -216,15 +147,9 @@ class Utterance:
         with self._lock:
             later = sum(self._durations[seq + 1:])
             self._play_end = received + ends_in + later
-        self._wake.set()
+        self._wake_event.set()
 
     # -- the feeder thread ------------------------------------------------------------------
-
-    def _open(self, settings: Settings, text: str | None = None) -> Stream:
-        return self.synth.stream(
-            self._cleaned if text is None else text, voice=settings.voice,
-            speed=settings.speed, precision=self.precision, provider=self.provider,
-        )
 
     def _segment(self, settings: Settings) -> dict:
         return {"first_chunk": len(self.result.chunks), "voice": settings.voice.label,
@@ -241,7 +166,7 @@ class Utterance:
     def _hold(self) -> Settings | None:
         """Wait until the next chunk is due in the player; return new settings if a change
         arrives meanwhile (the held chunk is then dropped and re-synthesized)."""
-        while not self._stopped.is_set():
+        while not self._stopping.is_set():
             change = self._take_change()
             if change is not None:
                 return change
@@ -251,95 +176,55 @@ class Utterance:
                 ahead = self._play_end - time.perf_counter()
             if ahead <= self.lead_s:
                 return None
-            self._wake.wait(min(0.05, ahead - self.lead_s))
-            self._wake.clear()
+            self._wake_event.wait(min(0.05, ahead - self.lead_s))
+            self._wake_event.clear()
         return None
 
     def _feed(self) -> None:
-        try:
-            stream: Stream | None = self.stream
-            while stream is not None and not self._stopped.is_set():
-                stream = self._consume(stream)
-        except Exception as error:  # shown in the panel and the result, not lost in a thread
-            self.result.error = f"{type(error).__name__}: {error}"
-            with self._player_lock:
-                if self._owns_player():
-                    self.player.message = f"Error: {self.result.error}"
-        finally:
-            self._finish()
+        stream: Stream | None = self.stream
+        while stream is not None and not self._stopping.is_set():
+            stream = self._consume(stream)
 
     def _consume(self, stream: Stream) -> Stream | None:
         """Send ``stream``'s chunks; return the stream to continue with (None at the end)."""
         for chunk in stream:
             change = self._hold()
-            if self._stopped.is_set():
+            if self._stopping.is_set():
                 return None
             if change is not None:
                 stream.cancel()
                 return self._restart(change)
-            self._deliver(chunk)
+            self._send(chunk)
         return None
 
     def _restart(self, settings: Settings) -> Stream | None:
         """A new stream with ``settings`` on the text not yet sent (None if nothing is left)."""
-        remainder = self._cleaned[self._position:]
+        remainder = self.request.text[self._position:]
         self._settings = settings
-        if not any(ch.isalnum() for ch in remainder):
-            return None
         try:
-            stream = self._open(settings, remainder)
+            request = self.synth.request(remainder, settings.voice, settings.speed,
+                                         precision=self.precision, provider=self.provider)
         except TextError:  # only punctuation or unspeakable symbols left
             return None
         self.result.segments.append(self._segment(settings))
+        stream = self.synth.stream(request)
         self.stream = stream  # what stop() cancels
-        if self._stopped.is_set():  # stopped while the new stream was starting
+        if self._stopping.is_set():  # stopped while the new stream was starting
             stream.cancel()
         return stream
 
-    def _deliver(self, chunk: Chunk) -> None:
+    def _send(self, chunk: Chunk) -> None:
         sequence = len(self.result.chunks)
         # One numbering and one clock for the whole utterance: the chunk's index in it, and
         # ready times measured from the press of Speak rather than from its segment's start.
         chunk = dataclasses.replace(chunk, index=sequence, queued=self.requested)
-        seconds = len(chunk.audio) / SAMPLE_RATE
-        with self._player_lock:
-            if self._owns_player() and not self._stopped.is_set():
-                self.player.push(chunk.audio, index=sequence, voice=chunk.voice,
-                                 speed=chunk.speed, **chunk_meta(chunk))
         now = time.perf_counter()
         with self._lock:
-            self._durations.append(seconds)
-            self._play_end = max(self._play_end, now) + seconds
+            self._durations.append(len(chunk.audio) / SAMPLE_RATE)
+            self._play_end = max(self._play_end, now) + self._durations[-1]
         self.result.chunks.append(chunk)
-        self._position = _advance(self._cleaned, self._position, chunk.text)
-        if self.chart is not None:
-            self.chart.add_chunk(chunk)
-        for callback in list(self.on_chunk):
-            callback(chunk)
-
-    def _finish(self) -> None:
-        result = self.result
-        result.cancelled = self._stopped.is_set()
-        result.reason = self._stop_reason if result.cancelled else ""
-        first_audio = result.playback.first_audio_ms if result.chunks else None
-        with self._player_lock:
-            if self._owns_player():
-                self.player.finish(  # the engine's simulated figure, labelled as such
-                    cancelled=result.cancelled, reason=result.reason,
-                    engine_first_audio_ms=None if first_audio is None
-                    or first_audio != first_audio else round(first_audio, 2),
-                )
-        result._done.set()
-        if self.chart is not None:
-            self.chart.finish()
-        for callback in list(self.on_done):
-            try:
-                callback(self)
-            except Exception as error:  # a display callback must not hide the result
-                result.error = result.error or f"{type(error).__name__}: {error}"
+        self._position = _advance(self.request.text, self._position, chunk.text)
+        self._deliver(chunk, voice=chunk.voice, speed=chunk.speed)
 
 
-def _preview(text: str) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= PREVIEW_CHARS else flat[: PREVIEW_CHARS - 1] + "…"
-
+__all__ = ["LEAD_S", "Settings", "StudioResult", "Utterance"]

@@ -1,0 +1,156 @@
+"""Driving a notebook page as a user would: open it, run cells (one, or Run All), read the
+players' state back from the page.
+
+Shared by the browser tests (``tests/ui``) and ``benchmarks/notebook_e2e.py`` so each states
+only what it checks. Works in JupyterLab and Notebook 7 (same cell DOM); players are also read
+in Voila. A failed wait leaves a screenshot in :data:`ARTIFACTS` (``$KOKORO_LAB_ARTIFACTS``, by
+default ``artifacts/ui`` under the working directory).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from pathlib import Path
+
+ARTIFACTS = Path(os.environ.get("KOKORO_LAB_ARTIFACTS", "artifacts/ui"))
+
+# Every player on the page, in document order (one entry per player, however many views):
+# its phase, what the page measured it played, and its schedule.
+READ_PLAYERS = """() => {
+  const lab = window.__kokoroLab;
+  if (!lab) return [];
+  const seen = new Set();
+  const out = [];
+  for (const root of document.querySelectorAll('.kokoro-player')) {
+    const id = root.dataset.playerId;
+    const e = lab.players[id];
+    if (!e || seen.has(id)) continue;
+    seen.add(id);
+    const state = e.state();
+    const stream = e.streams.get(e.current);
+    const full = root.querySelector('.kl-full');
+    out.push({
+      playerId: id, phase: state.phase, audioState: state.audioState, label: state.label,
+      heard: state.heard, chunks: state.chunks, total: state.totalChunks,
+      made: state.receivedSeconds, status: root.querySelector('.kl-status').textContent,
+      enableVisible: !root.querySelector('.kl-enable').hidden,
+      fullVisible: !!full && !full.hidden,
+      now: lab.ctx ? lab.ctx.currentTime : null,
+      log: e.log.filter((r) => r.stream === e.current),
+      after: stream ? stream.after : null, stream: e.current,
+      errors: e.errors,
+    });
+  }
+  return out;
+}"""
+
+
+def open_notebook(browser, url: str, init_script: str | None = None, height: int = 1600):
+    page = browser.new_page(viewport={"width": 1280, "height": height})
+    if init_script:
+        page.add_init_script(init_script)
+    page.goto(url, timeout=120_000)
+    page.wait_for_selector(".jp-Notebook .jp-CodeCell .cm-content", timeout=120_000)
+    wait_kernel_idle(page)
+    return page
+
+
+def wait_kernel_idle(page, timeout_s: float = 120) -> None:
+    """JupyterLab's status bar says "| Idle"; Notebook 7's kernel indicator says "Idle"."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if page.get_by_text(re.compile(r"\| Idle")).count() or page.locator(
+                ".jp-NotebookKernelStatus-idle, [data-status='idle']").count():
+            return
+        time.sleep(0.25)
+    raise AssertionError("the kernel never became idle")
+
+
+def run_all(page) -> None:
+    """Run > Run All Cells, from the menu bar (JupyterLab and Notebook 7); retried once if the
+    first cell did not start (a menu opened while the page was still settling)."""
+    first = page.locator(".jp-Notebook .jp-CodeCell").first.locator(".jp-InputPrompt")
+    for _ in range(3):
+        page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).first.click()
+        page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).first.click()
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            if re.search(r"\[(\*|\d+)\]", first.inner_text()):
+                return
+            time.sleep(0.1)
+        page.keyboard.press("Escape")
+    raise AssertionError("Run All Cells did not start the notebook")
+
+
+def players(page) -> list[dict]:
+    return page.evaluate(READ_PLAYERS)
+
+
+def wait_players(page, until, timeout_s: float, what: str = "") -> list[dict]:
+    """Poll every player on the page until ``until(players)`` holds."""
+    deadline = time.monotonic() + timeout_s
+    state: list[dict] = []
+    while time.monotonic() < deadline:
+        state = players(page)
+        if until(state):
+            return state
+        time.sleep(0.25)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"failed-players{'-' + what if what else ''}.png"),
+                    full_page=True)
+    raise AssertionError(f"players never reached the expected state ({what}): "
+                         + "; ".join(f"{p['phase']} {p['status']!r}" for p in state))
+
+
+def cell(page, index: int):
+    return page.locator(".jp-Notebook .jp-Cell").nth(index)
+
+
+def focus(page, index: int) -> None:
+    cell(page, index).locator(".cm-content").click()
+
+
+def wait_done(page, index: int, timeout_s: float = 240) -> None:
+    """Until the cell's prompt shows an execution count (``[*]`` means running)."""
+    prompt = cell(page, index).locator(".jp-InputPrompt")
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if re.search(r"\[\d+\]", prompt.inner_text()):
+            return
+        time.sleep(0.25)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"failed-cell-{index}.png"))
+    raise AssertionError(f"cell {index} did not finish: {prompt.inner_text()!r} "
+                         f"(screenshot in {ARTIFACTS})")
+
+
+def press_run(page, index: int) -> None:
+    """Shift+Enter in a cell, retried once if JupyterLab had not taken the key yet."""
+    prompt = cell(page, index).locator(".jp-InputPrompt")
+    for _ in range(2):
+        focus(page, index)
+        page.keyboard.press("Shift+Enter")
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            if re.search(r"\[(\*|\d+)\]", prompt.inner_text()):
+                return
+            time.sleep(0.1)
+
+
+def run(page, index: int, timeout_s: float = 240) -> None:
+    press_run(page, index)
+    wait_done(page, index, timeout_s)
+
+
+def poll(page, read_script: str, index: int, until, timeout_s: float) -> dict:
+    """Evaluate ``read_script`` on cell ``index`` until ``until(state)`` holds."""
+    deadline = time.monotonic() + timeout_s
+    state = None
+    while time.monotonic() < deadline:
+        state = page.evaluate(read_script, index)
+        if state and until(state):
+            return state
+        time.sleep(0.2)
+    raise AssertionError(f"the widget in cell {index} never reached the expected state: {state}")

@@ -1,0 +1,71 @@
+"""``%%speak`` options, interpolation and bad input in an in-process IPython shell: every error
+is raised before synthesis starts, so no model is loaded.
+"""
+
+
+from __future__ import annotations
+
+import pytest
+from IPython.core.error import UsageError
+
+from kokoro_lab.notebook import SpeakMagics, interpolate
+from tests.magic_support import ip, magics, run_error, warm
+
+__all__ = ['ip', 'magics', 'warm']  # fixtures, used by name
+
+
+
+
+
+
+
+
+
+
+
+def test_interpolation_fills_known_names_and_keeps_unknown_ones():
+    text, missing = interpolate("Hi {name}, {count:.1f} items; {nobody} and {x.real}.",
+                                {"name": "Ada", "count": 2, "x": 3})
+    assert text == "Hi Ada, 2.0 items; {nobody} and 3."
+    assert missing == ["nobody"]
+
+
+def test_interpolation_escapes_and_broken_fields():
+    text, missing = interpolate("{{literal}} {items[5]} {}", {"items": [1]})
+    assert text == "{literal} {items[5]} {}"
+    assert missing == ["items[5]", ""]
+
+
+def test_help_lists_every_option(ip):
+    doc = ip.find_cell_magic("speak").__doc__
+    for option in ("--voice", "--speed", "--provider", "--precision", "--lang", "--output",
+                   "--wait", "--now", "--no-play", "--no-plot", "--raw"):
+        assert option in doc, option
+
+
+def test_every_config_trait_has_help_and_config_works(ip, magics):
+    traits = SpeakMagics.class_traits(config=True)
+    assert {"voice", "speed", "provider", "precision", "lang", "play", "plot",
+            "overlap"} <= set(traits)
+    assert all(trait.help for trait in traits.values())
+    ip.run_line_magic("config", 'SpeakMagics.voice = "bf_emma"')
+    try:
+        assert magics.voice == "bf_emma"
+    finally:
+        ip.run_line_magic("config", 'SpeakMagics.voice = "af_heart"')
+
+
+@pytest.mark.parametrize(("cell", "message"), [
+    ("%%speak\n   \n", "the cell is empty"),
+    ("%speak", "nothing to speak"),
+    ("%%speak --bogus\nHello", "unrecognized arguments: --bogus"),
+    ("%%speak -o 3x\nHello", "not a valid variable name"),
+    ("%%speak Hello there\nGeneral Kenobi", "takes its text from the cell body"),
+    ("%%speak -s fast\nHello", "invalid float value"),
+])
+def test_bad_input_is_a_usage_error_with_a_clear_message(ip, cell, message):
+    error = run_error(ip, cell)
+    assert isinstance(error, UsageError)
+    assert message in str(error)
+
+

@@ -66,7 +66,7 @@ def measure(chunks: int, mode: str) -> dict:
         stream.run_options = ort.RunOptions
         scheduling.LANE_CAP = chunking.EFFICIENT_CAP
     process = psutil.Process()
-    synth = synthesizer.Synthesizer()
+    synth = synthesizer.Synthesizer(cache=False)
     warm = process.memory_info().rss / 2**20
     rss, audio_s, started = [], 0.0, None
     stream = synth.stream(long_read(CHARS))

@@ -75,7 +75,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     load_start = [round(x, 2) for x in os.getloadavg()]
-    synth = Synthesizer(warm_up=False)
+    synth = Synthesizer(warm_up=False, cache=False)
     int8 = split.split_paths("int8")
     fp32 = split.split_model(assets.model_path("fp32"))
     front = split.SplitSession(int8, threads=THREADS)

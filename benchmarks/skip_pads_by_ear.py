@@ -126,7 +126,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     variants = args.variants.split(",")
-    synth = Synthesizer()
+    synth = Synthesizer(cache=False)  # measure synthesis, not the chunk cache
     rows = [row for voice in args.voices.split(",") for row in judge_voice(synth, voice, variants)]
     summary = summarise(rows, variants)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -3,8 +3,7 @@
 The rule: the reference is never typed by hand. Every option listed comes from the argparse
 parser IPython builds for the magic (what ``%%speak?`` prints), and every ``%config`` default
 from the class's configurable traits, so the page cannot drift from the code. The magics are
-found the way ``%load_ext kokoro_lab`` finds them: :class:`SpeakMagics` plus the sibling modules
-named in ``kokoro_lab.notebook.magic.OPTIONAL_MAGICS`` that are installed.
+those ``%load_ext kokoro_lab`` registers (``kokoro_lab.notebook.extension.MAGICS``).
 
 ``docs/hooks.py`` puts :func:`markdown` into ``docs/magics.md`` at build time; run this file to
 print it: ``python docs/gen_magic_reference.py``.
@@ -13,7 +12,6 @@ print it: ``python docs/gen_magic_reference.py``.
 from __future__ import annotations
 
 import argparse
-import importlib
 import inspect
 import os
 import textwrap
@@ -24,18 +22,9 @@ from traitlets.config import Configurable
 
 def magic_classes() -> list[type]:
     """The Magics classes ``%load_ext kokoro_lab`` registers, in registration order."""
-    from kokoro_lab.notebook import magic
+    from kokoro_lab.notebook.extension import MAGICS
 
-    classes: list[type] = [magic.SpeakMagics]
-    for module_name, class_name in magic.OPTIONAL_MAGICS:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as error:
-            if error.name == module_name:
-                continue  # not part of this install; the extension skips it the same way
-            raise
-        classes.append(getattr(module, class_name))
-    return classes
+    return list(MAGICS)
 
 
 def magics_of(cls: type) -> Iterator[tuple[str, list[str], object]]:

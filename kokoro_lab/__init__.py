@@ -32,7 +32,7 @@ def __getattr__(name: str):
         from .notebook import explorer
 
         return getattr(explorer, name)
-    if name in ("profile", "runs", "audit"):
+    if name in ("profile", "runs", "audit", "profile_ops"):
         from . import profiling
 
         return getattr(profiling, name)
@@ -60,5 +60,5 @@ def unload_ipython_extension(ipython) -> None:
 __all__ = [
     "SAMPLE_RATE", "Chunk", "ProviderUnavailable", "Result", "Stream", "Studio", "Synthesizer",
     "TextError", "Voice", "VoiceError", "assets", "audit", "available_providers",
-    "compare_voices", "doctor", "profile", "runs", "voice", "voice_map",
+    "compare_voices", "doctor", "profile", "profile_ops", "runs", "voice", "voice_map",
 ]

@@ -72,7 +72,7 @@ class SynthesizerPlugin(WorkerPlugin):
         try:
             from ..engine import Synthesizer
 
-            self._synth = Synthesizer(precision=self.precision, provider=self.provider,
+            self._synth = Synthesizer(precision=self.precision, provider=self.provider, cache=False,
                                       threads=threads)
         except BaseException as error:  # surfaced to every task on this worker
             self._error = error

@@ -267,7 +267,7 @@ class _Backend:
             if synth is None:
                 from ..engine import Synthesizer
 
-                synth = Synthesizer(precision=precision, provider=provider,
+                synth = Synthesizer(precision=precision, provider=provider, cache=False,
                                     threads=threads or _local.cpu_count())
             return _local.run_in_process(synth, tasks, audio_format, write_dir)
         return _local.run_pool(tasks, workers=count, precision=precision, provider=provider,

@@ -88,7 +88,8 @@ def init_process(precision: str, provider: str, threads: int | None) -> None:
     global _SYNTH
     from ..engine import Synthesizer
 
-    _SYNTH = Synthesizer(precision=precision, provider=provider, threads=threads)
+    _SYNTH = Synthesizer(precision=precision, provider=provider, threads=threads,
+                         cache=False)
 
 
 def process_synthesizer() -> Any:

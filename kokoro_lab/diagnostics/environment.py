@@ -71,6 +71,26 @@ def _hash_check(section: str, item, expected: str | None, build: str) -> Check:
     return Check(section, item.name, OK, f"{size}, sha256 verified ({item.origin})")
 
 
+def tuning_check() -> Check:
+    """Which tuning ``Synthesizer()`` runs here: this machine's profile, or the built-in one
+    (and why a saved profile is not used)."""
+    import warnings
+
+    from ..engine.graphs.variants import VARIANTS
+    from ..engine.tuning import BUILT_IN, load_profile, profile_path
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        profile = load_profile(known_variants=tuple(VARIANTS))
+    if profile is not None:
+        return Check("assets", "tuning", OK, f"{profile.label}: {profile.figures or ''}".rstrip(
+            ": "))
+    if caught:
+        return Check("assets", "tuning", WARN, str(caught[0].message), "kokoro-lab tune")
+    return Check("assets", "tuning", INFO, f"{BUILT_IN.label}; no profile at {profile_path()}",
+                 "kokoro-lab tune  (measures this machine, a few minutes)")
+
+
 # -- notebook -------------------------------------------------------------------------------
 def _version(name: str) -> str | None:
     try:

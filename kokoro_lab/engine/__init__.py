@@ -8,10 +8,11 @@ from .request import SpeechRequest, check_speed, check_text
 from .sessions import ProviderUnavailable, available_providers
 from .stream import Stream, StreamCancelled
 from .synthesizer import Synthesizer
+from .tuning import Tuning
 from .voices import Voice, VoiceError, voice
 
 __all__ = [
     "DECODERS", "SAMPLE_RATE", "Chunk", "DecoderError", "ProviderUnavailable", "Result",
-    "SpeechRequest", "Stream", "StreamCancelled", "Synthesizer", "TextError", "Voice",
+    "SpeechRequest", "Stream", "StreamCancelled", "Synthesizer", "TextError", "Tuning", "Voice",
     "VoiceError", "available_providers", "check_speed", "check_text", "voice",
 ]

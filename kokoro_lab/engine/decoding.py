@@ -99,6 +99,11 @@ def first_decoded_frame(tokens: np.ndarray, durations: np.ndarray, silent: froze
     return max(0, int(ends[spoken[0] - 1]) - lead)
 
 
+def durations_of(front: dict[str, np.ndarray]) -> np.ndarray:
+    """The per-token durations (pads included) of the front stage's outputs, as int64."""
+    return np.asarray(front[DURATIONS]).ravel().astype(np.int64)
+
+
 class Decoder:
     """One decoder mode on the warm sessions of one precision, provider and thread count.
 
@@ -108,17 +113,20 @@ class Decoder:
     """
 
     def __init__(self, mode: str, precision: str, provider: str, threads: int,
-                 model: str | Path | None = None, silent: frozenset[int] = frozenset({0})):
+                 model: str | Path | None = None, silent: frozenset[int] = frozenset({0}),
+                 variant: str = "released", spinning: bool = True):
         self.mode = check_decoder(mode)
         self.silent = silent
         self.lead_margin = LEAD_MARGIN_FRAMES  # lab.splice and skip_pads_by_ear vary it
         if mode == "full":  # the released graph plus its durations output
             timed = timed_model(assets.model_path(precision, model))
             self.sessions: list[LoadedSession] = [
-                SESSIONS.get(precision, provider, model=timed, threads=threads)]
-        else:
+                SESSIONS.get(precision, provider, model=timed, threads=threads,
+                             spinning=spinning)]
+        else:  # a tuning's graph variant is the generator's
             self.sessions = [
-                SESSIONS.get(precision, provider, model=model, threads=threads, stage=stage)
+                SESSIONS.get(precision, provider, model=model, threads=threads, stage=stage,
+                             variant=variant, spinning=spinning)
                 for stage in ("front", "generator")
             ]
 
@@ -147,6 +155,13 @@ class Decoder:
         return list(self.last.active_providers)
 
     @property
+    def graph(self) -> tuple:
+        """What decides this decoder's samples: its mode, precision, provider and graph files
+        (the chunk cache's key)."""
+        return (self.mode, self.precision, self.provider, self.lead_margin,
+                *(s.graph for s in self.sessions))
+
+    @property
     def load_ms(self) -> float:
         return sum(s.load_ms for s in self.sessions)
 
@@ -159,11 +174,9 @@ class Decoder:
             return Rendered(np.asarray(audio, np.float32).ravel(), 0,
                             np.asarray(durations).ravel().astype(np.int64))
         front = self.front(inputs, options)
-        durations = np.asarray(front[DURATIONS]).ravel().astype(np.int64)
-        begin = first_decoded_frame(tokens, durations, self.silent, self.lead_margin)
-        frames = np.arange(begin, int(front[F0].shape[-1]))
-        audio = self.generate(front, frames, options)
-        return Rendered(audio, begin * FRAME_SAMPLES, durations)
+        begin = self.first_frame(tokens, front)
+        audio = self.generate(front, np.arange(begin, int(front[F0].shape[-1])), options)
+        return Rendered(audio, begin * FRAME_SAMPLES, durations_of(front))
 
     def front(self, inputs: dict[str, np.ndarray], options: ort.RunOptions | None = None
               ) -> dict[str, np.ndarray]:
@@ -171,15 +184,24 @@ class Decoder:
         outputs = self.sessions[0].session.run([*BOUNDARY, DURATIONS], inputs, options)
         return dict(zip((*BOUNDARY, DURATIONS), outputs, strict=True))
 
-    def generate(self, front: dict[str, np.ndarray], frames: np.ndarray,
-                 options: ort.RunOptions | None = None) -> np.ndarray:
-        """The vocoder's audio for ``frames`` (ascending) of the front stage's output, the
-        harmonic phase continued from the frames before ``frames[0]``."""
+    def first_frame(self, tokens: np.ndarray, front: dict[str, np.ndarray]) -> int:
+        """The frame the vocoder starts at for this chunk (see :func:`first_decoded_frame`)."""
+        return first_decoded_frame(tokens, durations_of(front), self.silent, self.lead_margin)
+
+    def generator_feeds(self, front: dict[str, np.ndarray], frames: np.ndarray
+                        ) -> dict[str, np.ndarray]:
+        """The generator stage's inputs for ``frames`` (ascending) of the front stage's
+        output, the harmonic phase continued from the frames before ``frames[0]``."""
         feeds = {name: front[name] for name in BOUNDARY}
         for name in (F0, FEATURES):  # time is the last axis of both
             feeds[name] = np.ascontiguousarray(front[name][..., frames])
         feeds[PHASE_INPUT] = phase_offsets(front[F0])[frames[0]].reshape(1, 1, HARMONICS)
-        audio = self.last.session.run([AUDIO], feeds, options)[0]
+        return feeds
+
+    def generate(self, front: dict[str, np.ndarray], frames: np.ndarray,
+                 options: ort.RunOptions | None = None) -> np.ndarray:
+        """The vocoder's audio for ``frames`` (ascending) of the front stage's output."""
+        audio = self.last.session.run([AUDIO], self.generator_feeds(front, frames), options)[0]
         return np.asarray(audio, np.float32).ravel()
 
 

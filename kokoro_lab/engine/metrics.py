@@ -76,6 +76,7 @@ class Chunk:
     speech_samples: int = 0
     start_margin_ms: float = 0.0
     words: list[Word] = field(default_factory=list, repr=False)
+    cached: bool = False  # played from the chunk cache (made before, same text and graph)
 
     @property
     def phoneme_count(self) -> int:

@@ -128,9 +128,13 @@ def shared_cpu_arena() -> None:
         memory, ort.OrtArenaCfg({"arena_extend_strategy": _EXTEND_AS_REQUESTED}))
 
 
-def session_options(threads: int | None = None, profile_prefix: str | None = None):
-    """Explicit options rather than ORT's defaults, so runs are comparable across machines."""
+def session_options(threads: int | None = None, profile_prefix: str | None = None,
+                    spinning: bool = True):
+    """Explicit options rather than ORT's defaults, so runs are comparable across machines.
+    ``spinning=False`` lets idle intra-op threads sleep instead of spinning (a tuning)."""
     options = ort.SessionOptions()
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if SHARED_ARENA:
         shared_cpu_arena()
         options.add_session_config_entry("session.use_env_allocators", "1")
@@ -196,12 +200,14 @@ class LoadedSession:
     active_providers: list[str] = field(default_factory=list)
     threads: int = 1
     stage: str = "model"
+    graph: str = ""  # the file this session runs (the model, or one of its derived stages)
     # What this session's speed turned out to be, so chunk sizing learns per provider/precision.
     speed_model: SpeedModel = field(default_factory=SpeedModel)
 
 
 def create_session(
-    model: Path, provider: str, threads: int | None = None, profile_prefix: str | None = None
+    model: Path, provider: str, threads: int | None = None, profile_prefix: str | None = None,
+    spinning: bool = True,
 ) -> tuple[ort.InferenceSession, list[str]]:
     """Create a session on ``provider`` (plus CPU for ops it lacks) and refuse a fallback."""
     name = check_available(provider)
@@ -215,7 +221,8 @@ def create_session(
         # session silently falls back to CPU (refused below) even though the GPU build is fine.
         preload_gpu_libraries()
     session = ort.InferenceSession(
-        str(model), sess_options=session_options(threads, profile_prefix), providers=chain
+        str(model), sess_options=session_options(threads, profile_prefix, spinning),
+        providers=chain
     )
     active = session.get_providers()
     if name not in active:
@@ -226,8 +233,9 @@ def create_session(
     return session, active
 
 
-def stage_path(model: Path, stage: str) -> Path:
-    """The graph file a stage runs: the model itself, or one of its cached split stages."""
+def stage_path(model: Path, stage: str, variant: str = "released") -> Path:
+    """The graph file a stage runs: the model itself, or one of its cached split stages (the
+    generator in the graph ``variant`` asked for)."""
     if stage == "model":
         return model
     if stage not in STAGES:
@@ -235,30 +243,46 @@ def stage_path(model: Path, stage: str) -> Path:
     from . import phase, split  # onnx is only imported when a split is asked for
 
     paths = split.split_model(model)
+    if stage == "front":
+        return paths.front
     # The generator stage takes a phase offset, so it can start after skipped frames; with an
     # offset of zero it is the unsplit model's vocoder, bit for bit.
-    return paths.front if stage == "front" else phase.phase_graph_path(paths)
+    generator = phase.phase_graph_path(paths)
+    if variant == "released":
+        return generator
+    import onnx
+
+    from .graphs import variants
+
+    return split.cached_graph(
+        paths.sha256, f"generator-{variant}-v{variants.VARIANTS_VERSION}.onnx",
+        lambda: variants.build(variant, onnx.load(str(generator))))
 
 
 class SessionCache:
-    """Sessions keyed by (stage, precision, provider, model file, threads), made on first use."""
+    """Sessions keyed by (stage, precision, provider, model file, threads, graph variant,
+    spinning), made on first use."""
 
     def __init__(self) -> None:
-        self._sessions: dict[tuple[str, str, str, str, int], LoadedSession] = {}
+        self._sessions: dict[tuple, LoadedSession] = {}
         self._lock = threading.Lock()
 
     def get(self, precision: str, provider: str, model: str | Path | None = None,
-            threads: int | None = None, stage: str = "model") -> LoadedSession:
+            threads: int | None = None, stage: str = "model", variant: str = "released",
+            spinning: bool = True) -> LoadedSession:
         path = Path(model) if model else assets.model_path(precision)
         threads = threads or default_threads()
-        key = (stage, precision, provider.lower(), str(path), threads)
+        variant = variant if stage == "generator" else "released"
+        key = (stage, precision, provider.lower(), str(path), threads, variant, spinning)
         with self._lock:
             if key not in self._sessions:
                 start = time.perf_counter()
-                session, active = create_session(stage_path(path, stage), provider, threads)
+                graph = stage_path(path, stage, variant)
+                session, active = create_session(graph, provider, threads, spinning=spinning)
                 self._sessions[key] = LoadedSession(
                     session=session, precision=precision, provider=provider.lower(),
-                    model_path=path, load_ms=(time.perf_counter() - start) * 1000,
+                    model_path=path, graph=str(graph),
+                    load_ms=(time.perf_counter() - start) * 1000,
                     active_providers=active, threads=threads, stage=stage,
                     speed_model=SpeedModel(prior_scale=(default_threads() / threads) ** 0.5),
                 )

@@ -19,8 +19,8 @@ Chaining the two stages reproduces the unsplit model bit for bit (checked in
 
 The *timed graph* is the unsplit model with the token durations (:data:`DURATIONS`) added as a
 second output, for the ``"full"`` decoder: one run gives the model's exact audio and the word
-timings' durations (adding an output changes no computation; ``tests/model/test_split.py`` checks the
-audio bit for bit against the released graph).
+timings' durations (adding an output changes no computation; ``tests/model/test_split.py``
+checks the audio bit for bit against the released graph).
 
 Both stage files (and the timed graph) are cached in :func:`kokoro_lab.assets.cache_dir` under
 the source file's sha256, written atomically, so a changed source file gets a fresh split and an

@@ -14,6 +14,7 @@ every front door and benchmark uses:
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,13 +24,17 @@ import onnxruntime as ort
 from kokoro_onnx.tokenizer import Tokenizer
 
 from . import assets
+from .cache import ChunkCache
 from .chunking import MAX_PHONEMES, TextError, boundary_of
 from .decoding import DEFAULT_DECODER, Decoder, Rendered, check_decoder, silent_tokens
 from .finish import FinishedAudio, finish_chunk
+from .graphs.variants import VARIANTS
 from .metrics import SAMPLE_RATE, Chunk, Result
 from .request import SpeechRequest, check_speed, check_text
 from .sessions import SESSIONS, check_available, default_threads, release_freed_memory, run_options
 from .stream import Stream
+from .tuning import Tuning
+from .tuning import resolve as resolve_tuning
 from .voices import Voice, VoiceBank, parse
 from .words import Word, chunk_words
 
@@ -41,8 +46,12 @@ class Synthesizer:
 
     ``decoder`` is ``"skip_pads"`` (default: the split graph, the vocoder skips the silent pad
     frames) or ``"full"`` (the whole released graph, bit-exact model output); see
-    :mod:`kokoro_lab.engine.decoding`. Every session the mode needs (one per stage, and the
-    single-thread lane sessions on a multi-core CPU) is created and warmed here.
+    :mod:`kokoro_lab.engine.decoding`. ``tuning`` picks the vocoder graph variant and session
+    settings (:mod:`kokoro_lab.engine.tuning`): ``"auto"`` this machine's measured profile (or
+    the built-in choice), ``"off"`` the released graph with plain settings. ``cache=False``
+    synthesizes every chunk even when the same one was made before (:mod:`.cache`). Every
+    session the mode needs (one per stage, and the single-thread lane sessions on a multi-core
+    CPU) is created and warmed here.
 
     >>> synth = Synthesizer()                       # int8 on CPU, built from the registries
     >>> for chunk in synth.stream("Hello there. How are you?"):
@@ -60,14 +69,20 @@ class Synthesizer:
         lanes: int | None = None,
         decoder: str = DEFAULT_DECODER,
         warm_up: bool = True,
+        cache: bool | ChunkCache = True,
+        tuning: str | Tuning | None = "auto",
     ):
         self.precision = _check_precision(precision)
         self.provider = provider.lower()
-        self.threads = threads or default_threads()
-        self.lanes = lanes if lanes is not None else default_lanes(self.provider, self.threads)
+        self.tuning = resolve_tuning(tuning, tuple(VARIANTS))
+        self.threads = threads or self.tuning.threads or default_threads()
+        self.lanes = lanes if lanes is not None else (
+            self.tuning.lanes or default_lanes(self.provider, self.threads))
         if self.lanes < 1:
             raise ValueError(f"lanes must be at least 1, got {self.lanes}")
         self.decoder = check_decoder(decoder)
+        # Chunks made before play from memory (see .cache); profiling and benchmarks pass False.
+        self.cache = cache if isinstance(cache, ChunkCache) else ChunkCache() if cache else None
         self._model = model
         check_available(self.provider)
         self.bank = VoiceBank(assets.voices_path(voices))
@@ -86,7 +101,8 @@ class Synthesizer:
         precision = precision or self.precision
         model = self._model if precision == self.precision else None
         return Decoder(mode or self.decoder, precision, (provider or self.provider).lower(),
-                       threads or self.threads, model, self._silent)
+                       threads or self.threads, model, self._silent,
+                       variant=self.tuning.variant, spinning=self.tuning.spinning)
 
     def lane_decoder(self, main: Decoder) -> Decoder | None:
         """The decoder lanes share (concurrent runs are safe in ONNX Runtime), or None."""
@@ -210,7 +226,21 @@ class Synthesizer:
     def make(self, text: str, phonemes: str, boundary: str, voice: Voice, speed: float,
              lang: str, decoder: Decoder, options: ort.RunOptions | None = None,
              finish: bool = True) -> Made:
-        """Run one chunk on ``decoder`` and finish its audio (trim, fades, pause)."""
+        """Run one chunk on ``decoder`` and finish its audio (trim, fades, pause), or take it
+        from the chunk cache when the same chunk was made before."""
+        key = (text, phonemes, boundary, voice.parts, speed, finish, decoder.graph)
+        if self.cache is not None and (hit := self.cache.get(key)) is not None:
+            now = time.perf_counter()
+            return dataclasses.replace(hit, started=now, finished=now, decoder=decoder,
+                                       slowdown=1.0, cached=True)
+        made = self._make(text, phonemes, boundary, voice, speed, lang, decoder, options, finish)
+        if self.cache is not None:
+            self.cache.put(key, made)
+        return made
+
+    def _make(self, text: str, phonemes: str, boundary: str, voice: Voice, speed: float,
+              lang: str, decoder: Decoder, options: ort.RunOptions | None,
+              finish: bool) -> Made:
         model = decoder.speed_model
         predicted_s = model.predict_synthesis_s(len(phonemes))
         started = time.perf_counter()
@@ -251,6 +281,7 @@ class Made:
     slowdown: float  # measured synthesis time over what the speed model predicted
     trim_start: int  # samples of the full model output before the audio: skipped plus trimmed
     words: list[Word]  # the chunk's words, timed in its finished audio
+    cached: bool = False  # taken from the chunk cache, not synthesized now
 
     def chunk(self, index: int, *, queued: float, voice: str, speed: float,
               start_margin_s: float = 0.0) -> Chunk:
@@ -263,7 +294,7 @@ class Made:
             speed=speed, pause_ms=audio.pause_s * 1000, threads=self.decoder.threads,
             decoder=self.decoder.mode, token_durations=self.rendered.durations,
             trim_start=self.trim_start, speech_samples=audio.speech_samples,
-            start_margin_ms=start_margin_s * 1000, words=self.words,
+            start_margin_ms=start_margin_s * 1000, words=self.words, cached=self.cached,
         )
 
 

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..engine.decoding import Decoder, first_decoded_frame
-from ..engine.split import DURATION_FRAMES, DURATIONS, F0, FRAME_SAMPLES
+from ..engine.decoding import Decoder, durations_of, first_decoded_frame
+from ..engine.split import DURATION_FRAMES, F0, FRAME_SAMPLES
 
 TRAIL_EDGE_FRAMES = 8  # the chunk's last frames, decoded for the statistics only
 
@@ -60,8 +60,7 @@ def render_spliced(decoder: Decoder, tokens: np.ndarray, style: np.ndarray, spee
         raise ValueError("a splice needs the split decoder (mode 'skip_pads')")
     inputs = {"tokens": tokens, "style": style, "speed": np.array([speed], np.float32)}
     front = decoder.front(inputs)
-    durations = np.asarray(front[DURATIONS]).ravel().astype(np.int64)
-    plan = plan_splice(tokens, durations, decoder.silent, lead, after)
+    plan = plan_splice(tokens, durations_of(front), decoder.silent, lead, after)
     assert plan.total == int(front[F0].shape[-1])
     audio = decoder.generate(front, plan.frames)
     return audio[: (plan.keep_end - plan.begin) * FRAME_SAMPLES], plan

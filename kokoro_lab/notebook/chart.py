@@ -37,6 +37,7 @@ STALL_MS = 5.0  # a gap in playback shorter than this is scheduling jitter, not 
 REDRAW_S = 1.0
 PLOTLY_MIME = "application/vnd.plotly.v1+json"
 SYNTHESIS, AUDIO, STALL, FIRST = "#ef6c00", "#1e88e5", "#d32f2f", "#2e7d32"
+CACHED = "#9e9e9e"  # a chunk the engine had made before: no synthesis now
 
 
 @dataclass
@@ -48,6 +49,7 @@ class _Row:
     audio_ms: float
     audible_ms: float  # offset of the first audible sample within the chunk
     start_s: float | None = None  # where a page scheduled it (its audio clock)
+    cached: bool = False  # played from the engine's chunk cache (made before, not now)
 
 
 # A page measures first sound from the request (the cell ran, Speak was pressed) unless it
@@ -83,6 +85,7 @@ class LatencyChart:
         self._dirty = threading.Event()
         self._final = False
         self._painter: threading.Thread | None = None
+        self.tuning = ""  # which tuning made the audio (kokoro_lab.engine.tuning), for the title
         self.draws = 0  # how many times the figure was published (for tests and benchmarks)
         self.draw_cpu_s = 0.0  # kernel CPU time spent building and publishing it
 
@@ -109,6 +112,7 @@ class LatencyChart:
                 ready_ms=(chunk.finished - self._t0) * 1000, synthesis_ms=chunk.synthesis_ms,
                 audio_ms=chunk.audio_ms,
                 audible_ms=(hit if hit is not None else 0) / SAMPLE_RATE * 1000,
+                cached=chunk.cached,
             ))
         self.request()
 
@@ -223,6 +227,12 @@ class LatencyChart:
             rows, heard = list(self._rows), dict(self._heard)
         if not rows:
             return "waiting for the first chunk…"
+        cached = sum(r.cached for r in rows)
+        suffix = (f" · {cached} cached" if cached else "") + (
+            f" · tuning: {self.tuning}" if self.tuning else "")
+        return self._headline(rows, heard) + suffix
+
+    def _headline(self, rows: list[_Row], heard: dict) -> str:
         if heard.get("first_audible_ms") is not None:
             stalls = heard.get("stalls", 0)
             stall_text = (f"{plural(stalls, 'stall')} ({heard.get('stall_ms', 0) / 1000:.1f} s)"
@@ -246,8 +256,10 @@ class LatencyChart:
                   if spans[i][0] - spans[i - 1][1] > STALL_MS]
         lanes = ["synthesis", "playback"] if spans else ["synthesis"]
         data = [
-            _bar("synthesis", SYNTHESIS, [r.index for r in rows],
-                 [r.synthesis_ms for r in rows], "chunk %{x}: %{y:.0f} ms synthesis"),
+            _bar("synthesis", [CACHED if r.cached else SYNTHESIS for r in rows],
+                 [r.index for r in rows], [r.synthesis_ms for r in rows],
+                 "chunk %{x}: %{y:.0f} ms %{customdata}",
+                 ["(cached: made before)" if r.cached else "synthesis" for r in rows]),
             _bar("audio", AUDIO, [r.index for r in rows], [r.audio_ms for r in rows],
                  "chunk %{x}: %{y:.0f} ms of audio"),
             _lane("synthesizing", SYNTHESIS, [(r.started_ms, r.ready_ms) for r in rows],
@@ -311,8 +323,10 @@ class LatencyChart:
         }
 
 
-def _bar(name: str, color: str, x: list, y: list, hover: str) -> dict:
-    return {"type": "bar", "name": name, "x": x, "y": y, "marker": {"color": color},
+def _bar(name: str, color: str | list[str], x: list, y: list, hover: str,
+         customdata: list | None = None) -> dict:
+    extra = {"customdata": customdata} if customdata is not None else {}
+    return {"type": "bar", "name": name, "x": x, "y": y, "marker": {"color": color}, **extra,
             "xaxis": "x", "yaxis": "y", "hovertemplate": hover + "<extra></extra>"}
 
 

@@ -14,13 +14,31 @@ from .magic import SpeakMagics
 from .profile_magic import ProfileMagics
 from .studio import StudioMagics
 
+# Every magics class the extension registers, %%speak's first (the docs list them from here).
+MAGICS = (SpeakMagics, ProfileMagics, StudioMagics)
+
+
+def give_empty_cells_a_body(lines: list[str]) -> list[str]:
+    """An input transformer: a ``%%speak`` cell with nothing below it gets one blank line.
+
+    IPython refuses a cell magic whose body is empty with a generic message ("… is a cell magic,
+    but the cell body is empty") before the magic runs; with a blank body the magic says what
+    to do itself.
+    """
+    if lines and lines[0].lstrip().startswith("%%speak") and not "".join(lines[1:]).strip():
+        return [lines[0].rstrip("\n") + "\n", " \n"]
+    return lines
+
 
 def load_ipython_extension(ipython) -> None:
     """Register the magics and start warming the model."""
     if kernel.is_loaded(ipython):
         return
-    speak = SpeakMagics(shell=ipython)
-    loaded = [speak, ProfileMagics(shell=ipython), StudioMagics(shell=ipython)]
+    transformers = ipython.input_transformers_cleanup
+    if give_empty_cells_a_body not in transformers:
+        transformers.append(give_empty_cells_a_body)
+    loaded = [cls(shell=ipython) for cls in MAGICS]
+    speak = loaded[0]
     for magics in loaded:
         ipython.register_magics(magics)
     kernel.register(ipython, loaded)
@@ -30,6 +48,8 @@ def load_ipython_extension(ipython) -> None:
 
 def unload_ipython_extension(ipython) -> None:
     """Stop streams, free the sessions, and remove the magics."""
+    if give_empty_cells_a_body in ipython.input_transformers_cleanup:
+        ipython.input_transformers_cleanup.remove(give_empty_cells_a_body)
     manager = ipython.magics_manager
     for magics in kernel.unregister(ipython):
         closer = getattr(magics, "close", None)
@@ -44,4 +64,4 @@ def unload_ipython_extension(ipython) -> None:
     SESSIONS.clear()
 
 
-__all__ = ["load_ipython_extension", "unload_ipython_extension"]
+__all__ = ["MAGICS", "load_ipython_extension", "unload_ipython_extension"]

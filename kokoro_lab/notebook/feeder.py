@@ -90,6 +90,9 @@ class Feeder:
     def attach_chart(self, chart: LatencyChart) -> None:
         """Feed ``chart`` from now on, after replaying what already happened."""
         chart.may_draw = self._chart_may_draw
+        synth = getattr(self, "synth", None)
+        if synth is not None:  # the chart's title says which tuning made the audio
+            chart.tuning = synth.tuning.name
         chart.reset(self.requested)
         for chunk in list(self.result.chunks):
             chart.add_chunk(chunk)

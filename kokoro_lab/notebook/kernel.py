@@ -29,6 +29,11 @@ def is_loaded(shell) -> bool:
     return id(shell) in _LOADED
 
 
+def loaded(shell) -> list:
+    """The magics instances the extension registered in ``shell`` (empty when not loaded)."""
+    return list(_LOADED.get(id(shell), []))
+
+
 def current_magics(shell=None) -> SpeakMagics | None:
     """The loaded ``%%speak`` magics of ``shell`` (the running IPython by default), or None."""
     if shell is None:
@@ -39,4 +44,4 @@ def current_magics(shell=None) -> SpeakMagics | None:
     return loaded[0] if loaded else None
 
 
-__all__ = ["current_magics", "is_loaded", "register", "unregister"]
+__all__ = ["current_magics", "is_loaded", "loaded", "register", "unregister"]

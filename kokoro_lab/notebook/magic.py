@@ -51,6 +51,7 @@ from ..engine.metrics import plural
 from ..engine.sessions import SESSIONS
 from .chart import LatencyChart
 from .player import FrontendMissing, Player
+from .result import SpeakResult
 from .speech import Speech
 
 _FIELD = re.compile(r"\{\{|\}\}|\{([^{}]*)\}")
@@ -189,7 +190,7 @@ class SpeakMagics(Magics, Configurable):
               help="speak the text as written: no {name} interpolation")
     @argument("text", nargs="*", help="(line magic only) the text to speak")
     @line_cell_magic
-    def speak(self, line: str, cell: str | None = None) -> None:
+    def speak(self, line: str, cell: str | None = None) -> SpeakResult | None:
         """Speak text with Kokoro-82M, streaming audio to the browser while it is synthesized.
 
         ``%%speak [options]`` speaks the cell body; ``%speak [options] text`` speaks the rest of
@@ -199,12 +200,14 @@ class SpeakMagics(Magics, Configurable):
         one is queued behind it (``--now`` interrupts instead); re-running a cell replaces its
         own speech. The player's Stop button and a kernel interrupt stop it.
 
+        ``res = %speak --wait …`` returns the finished result.
+
         Examples::
 
             %%speak -v bf_emma -s 1.1 -o res
             Good morning, {name}. Here is the weather.
 
-            %speak --wait --no-play Hello there.
+            res = %speak --wait --no-play Hello there.
         """
         requested = time.perf_counter()
         args = parse_argstring(self.speak, line)
@@ -232,7 +235,7 @@ class SpeakMagics(Magics, Configurable):
                 names = ", ".join("{" + m + "}" for m in dict.fromkeys(missing))
                 print(f"{kind}: {names} not defined; spoken as written "
                       "(define it, or use --raw to turn interpolation off)", file=sys.stderr)
-        self.say(
+        speech = self.say(
             text, voice=args.voice, speed=args.speed, provider=args.provider,
             precision=args.precision, lang=args.lang, output=args.output,
             wait=args.wait or self.wait, play=self.play and not args.no_play,
@@ -240,6 +243,9 @@ class SpeakMagics(Magics, Configurable):
             now=args.now or self.overlap == "interrupt",
             captions=self.captions and not args.no_captions,
         )
+        # `res = %speak --wait …` gets the finished result; without --wait the cell returns at
+        # once and shows the player (the result is `-o NAME`'s), so nothing is echoed twice.
+        return speech.result if args.wait and cell is None else None
 
     def say(self, text: str, *, voice: str | None = None, speed: float | None = None,
             provider: str | None = None, precision: str | None = None, lang: str | None = None,

@@ -60,6 +60,9 @@ class ProfileMagics(Magics, Configurable):
                    "the whole text rendered by kokoro-onnx on fp32, DNSMOS")
     @argument("--audit", action="store_true",
               help="also show node placement for each cell that ran")
+    @argument("--ops", action="store_true",
+              help="instead of the matrix: the first chunk's time stage by stage and op by "
+                   "op (ONNX Runtime's profiler) for each precision x provider asked for")
     @argument("--no-log", action="store_true", help="keep this run out of the run log")
     @argument("--no-figures", action="store_true", help="only the table")
     @argument("--html", default=None, help="also write the figures to this HTML file")
@@ -67,7 +70,7 @@ class ProfileMagics(Magics, Configurable):
     @line_cell_magic
     def speak_profile(self, line: str = "", cell: str | None = None):
         """Run the provider × precision matrix on a text and show the figures inline."""
-        from ..profiling import audit, profile
+        from ..profiling import audit, profile, profile_ops
 
         try:
             args = parse_argstring(self.speak_profile, line)
@@ -78,6 +81,9 @@ class ProfileMagics(Magics, Configurable):
         repeats = args.repeats if args.repeats is not None else self.repeats
         if repeats < 1:
             raise UsageError(f"--repeats must be at least 1, got {repeats}")
+        if args.ops:
+            self._show_ops(text, args, repeats, profile_ops)
+            return
         try:
             report = profile(
                 text, providers=_names(args.providers) or (self.providers or None),
@@ -98,6 +104,27 @@ class ProfileMagics(Magics, Configurable):
                 display(Markdown(audit(cell_.precision, cell_.provider, warn=False).markdown()))
         if args.html:
             report.write_html(args.html)
+        self.last_report = report
+        if self.shell is not None:
+            self.shell.user_ns["_speak_profile"] = report
+
+
+    def _show_ops(self, text: str, args, repeats: int, profile_ops) -> None:
+        """``--ops``: one :class:`~kokoro_lab.profiling.OpsProfile` per provider x precision,
+        its figure and table inline; the last is kept as ``_speak_profile``."""
+        providers = _names(args.providers) or list(self.providers) or ["cpu"]
+        precisions = _names(args.precisions) or ["int8"]
+        report = None
+        for provider in providers:
+            for precision in precisions:
+                try:
+                    report = profile_ops(text, args.voice or self.voice, precision=precision,
+                                         provider=provider, repeats=repeats)
+                except (ValueError, ProviderUnavailable) as error:
+                    raise UsageError(f"%speak_profile --ops: {error}") from None
+                if self.show_figures and not args.no_figures:
+                    display(report.figure())
+                display(Markdown(report.markdown()))
         self.last_report = report
         if self.shell is not None:
             self.shell.user_ns["_speak_profile"] = report

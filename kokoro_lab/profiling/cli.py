@@ -1,9 +1,10 @@
-"""``kokoro-lab profile``, ``kokoro-lab audit`` and ``kokoro-lab runs``.
+"""``kokoro-lab profile``, ``audit``, ``ops``, ``tune`` and ``runs``.
 
 ``profile`` runs the provider × precision matrix and prints the table (optionally an HTML page
 of figures); ``audit`` prints node placement for one cell; ``runs`` lists or compares the run
-log. Exit status 0 on success, 1 on errors (the main CLI prints them), 4 when ``profile`` could
-run none of the requested cells.
+log; ``ops`` breaks the first chunk down stage by stage and op by op; ``tune`` measures the
+engine's tunings here and saves the fastest that passes by ear. Exit status 0 on success, 1 on
+errors (the main CLI prints them), 4 when ``profile`` could run none of the requested cells.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ def _names(value: str) -> list[str]:
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Register ``profile``, ``audit`` and ``runs`` on the ``kokoro-lab`` command line."""
+    """Register ``profile``, ``audit``, ``ops``, ``tune`` and ``runs`` on the command line."""
     parser = subparsers.add_parser(
         "profile", help="time providers × precisions side by side and log the run",
         description="Run TEXT on every provider × precision (after warm-up, alternating), "
@@ -58,6 +59,34 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     audit.add_argument("--top", type=int, default=12, help="op types to list")
     audit.add_argument("--json", action="store_true")
     audit.set_defaults(func=cmd_audit)
+
+    ops = subparsers.add_parser(
+        "ops", help="the first chunk's time, stage by stage and op by op",
+        description="Time the first chunk of TEXT on the engine's path (text, inputs, front, "
+                    "generator, finish, hand-off) and break the model's stages down by op "
+                    "type with ONNX Runtime's profiler.")
+    ops.add_argument("text", nargs="?", default=DEFAULT_TEXT)
+    ops.add_argument("--precision", default="int8", choices=("int8", "fp32", "fp16"))
+    ops.add_argument("--provider", default="cpu")
+    ops.add_argument("--voice", default="af_heart")
+    ops.add_argument("--tuning", default="auto", help="'auto' (this machine's profile) or 'off'")
+    ops.add_argument("--repeats", type=int, default=5)
+    ops.add_argument("--json", action="store_true")
+    ops.set_defaults(func=cmd_ops)
+
+    tune = subparsers.add_parser(
+        "tune", help="measure the engine's tunings here; save the fastest that passes by ear",
+        description="Time every graph variant and session setting against the released graph "
+                    "on held-out text, judge each by ear (PESQ-WB, DNSMOS), print the table and "
+                    "save the winner as this machine's profile (Synthesizer() then uses it).")
+    tune.add_argument("--budget-s", type=float, default=180.0,
+                      help="stop measuring new candidates after this many seconds")
+    tune.add_argument("--repeats", type=int, default=3, help="interleaved timing passes")
+    tune.add_argument("--no-save", action="store_true", help="print the table only")
+    tune.add_argument("--force", action="store_true",
+                      help="save even when the machine was busy (noisy figures)")
+    tune.add_argument("--json", action="store_true")
+    tune.set_defaults(func=cmd_tune)
 
     runs = subparsers.add_parser("runs", help="list or compare the logged profile/bench runs")
     runs.add_argument("--kind", default=None, help="profile, bench, …")
@@ -140,4 +169,30 @@ def cmd_runs(args: argparse.Namespace) -> int:
               f"{'' if first is None else f'{first:.0f} ms':>11}")
     print()
     print(comparison.markdown(args.metric))
+    return 0
+
+
+def cmd_ops(args: argparse.Namespace) -> int:
+    from ..engine import Synthesizer
+    from .ops import profile_ops
+
+    synth = Synthesizer(args.precision, args.provider, tuning=args.tuning, cache=False)
+    report = profile_ops(args.text, args.voice, repeats=args.repeats, synth=synth)
+    print(json.dumps(report.as_dict(), indent=1) if args.json else
+          f"tuning: {synth.tuning.label}\n\n{report.markdown()}")
+    return 0
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from .tune import tune
+
+    report = tune(args.budget_s, save=not args.no_save, force=args.force,
+                  repeats=args.repeats, progress=not args.json)
+    if args.json:
+        print(json.dumps({"winner": report.winner.tuning.name if report.winner else None,
+                          "saved": report.saved, "noisy": report.noisy,
+                          "rows": [{**row.__dict__, "tuning": row.tuning.label}
+                                   for row in report.rows]}, indent=1, default=str))
+    else:
+        print(report.markdown())
     return 0

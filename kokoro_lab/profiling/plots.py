@@ -11,6 +11,10 @@
   would play, in the ``%%speak`` latency chart's colours (synthesis orange, playing blue,
   stalls red, first audio dashed green).
 
+* ``ops_figure``: an :class:`~kokoro_lab.profiling.ops.OpsProfile`: one horizontal bar per
+  stage of the first chunk (text → inputs → front → generator → finish → hand-off), the
+  model's stages split by op type, each op type in one colour wherever it appears.
+
 Playback is simulated exactly as :func:`kokoro_lab.engine.metrics.simulate_playback` does:
 each chunk plays when it is ready and the previous one has finished.
 """
@@ -248,4 +252,48 @@ def write_html(report, path: str | os.PathLike) -> Path:
     return path
 
 
-__all__ = ["bars", "figures", "playback_schedule", "rtf_vs_length", "timeline", "write_html"]
+OPS_PALETTE = ("#d62728", "#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2",
+               "#7f7f7f", "#bcbd22", "#17becf")
+OPS_SHOWN = 7  # op types named in the legend; the rest are "other ops"
+
+
+def ops_figure(profile) -> go.Figure:
+    """Stacked horizontal bars: where the first chunk's milliseconds went, stage by stage,
+    the model's stages split by op type (the heaviest :data:`OPS_SHOWN` named)."""
+    heaviest: dict[str, float] = {}
+    for row in profile.rows:
+        heaviest[row.op_type] = heaviest.get(row.op_type, 0.0) + row.ms
+    named = sorted(heaviest, key=heaviest.get, reverse=True)[:OPS_SHOWN]
+    colours = {op: OPS_PALETTE[i % len(OPS_PALETTE)] for i, op in enumerate(named)}
+    stages = list(profile.stages)
+    segments: dict[str, dict[str, float]] = {}  # legend entry -> stage -> ms
+    for stage, ms in profile.stages.items():
+        rows = profile.stage_ops(stage) or profile.stage_ops("model" if stage == "front" else "")
+        if not rows:
+            segments.setdefault(stage, {})[stage] = ms
+            continue
+        kernel = sum(r.ms for r in rows)
+        for row in rows:  # the stage's wall time, shared out by its ops' kernel time
+            name = row.op_type if row.op_type in colours else "other ops"
+            segments.setdefault(name, {})
+            segments[name][stage] = segments[name].get(stage, 0.0) + ms * row.ms / kernel
+    fig = go.Figure()
+    for name, per_stage in segments.items():
+        fig.add_trace(go.Bar(
+            y=stages, x=[per_stage.get(stage, 0.0) for stage in stages], orientation="h",
+            name=name, marker_color=colours.get(name, "#c7c7c7" if name == "other ops"
+                                               else "#9e9e9e"),
+            hovertemplate=f"{html.escape(name)}: %{{x:.1f}} ms<extra>%{{y}}</extra>"))
+    total = sum(profile.stages.values())
+    fig.update_layout(
+        barmode="stack", height=360, margin={"l": 90, "r": 20, "t": 60, "b": 40},
+        title=(f"First chunk: {total:.0f} ms for {profile.audio_s:.2f} s of audio · "
+               f"{profile.precision}/{profile.provider}, {profile.decoder}, "
+               f"{profile.threads} threads"),
+        xaxis_title="ms (median of warm runs)", yaxis={"autorange": "reversed"},
+        legend={"orientation": "h", "y": -0.25})
+    return fig
+
+
+__all__ = ["bars", "figures", "ops_figure", "playback_schedule", "rtf_vs_length", "timeline",
+           "write_html"]

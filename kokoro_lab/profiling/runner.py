@@ -379,7 +379,7 @@ def profile(
 
     first = cells[0]
     synth = Synthesizer(precision=first.precision, provider=first.provider, threads=threads,
-                        warm_up=False)
+                        warm_up=False, cache=False)  # every run is synthesized
     synth.resolve_voice(voice)  # a bad voice fails before any work
     bar = _Progress(len(cells) * (repeats + 1), progress)
     last_results = {}

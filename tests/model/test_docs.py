@@ -238,9 +238,9 @@ def test_magic_reference_lists_every_registered_magic_and_option() -> None:
     try:
         if not loaded_before:
             shell.run_line_magic("load_ext", "kokoro_lab")
-        from kokoro_lab.notebook.magic import _LOADED
+        from kokoro_lab.notebook import kernel
 
-        registered = _LOADED[id(shell)]
+        registered = kernel.loaded(shell)
         assert {type(m) for m in registered} == set(generator.magic_classes())
         for magics in registered:
             for kind, table in magics.magics.items():

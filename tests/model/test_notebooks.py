@@ -1,8 +1,10 @@
-"""Every notebook in notebooks/ runs top to bottom, headless, in a fresh kernel (nbclient).
+"""The notebooks in notebooks/ without a player run top to bottom, headless, in a fresh kernel
+(nbclient); those with players are run the way a user runs them, Run All in JupyterLab in
+Chromium, by ``tests/ui/test_notebooks_browser.py`` (which covers what a headless run would).
 
-Nothing is faked: the notebooks use the real model, so they are marked ``model``. A notebook
-passes when every code cell executes without an error; the notebooks' own cells check what
-they show (a cell that fails to produce what it needs raises).
+Nothing is faked: the notebooks use the real model. A notebook passes when every code cell
+executes without an error; the notebooks' own cells check what they show (a cell that fails
+to produce what it needs raises).
 """
 
 from __future__ import annotations
@@ -13,11 +15,20 @@ import nbformat
 import pytest
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[2] / "notebooks").glob("*.ipynb"))
+# Run All in the browser (tests/ui/test_notebooks_browser.py) runs these, players and all.
+IN_THE_BROWSER = {"quickstart.ipynb", "read_aloud.ipynb", "voices.ipynb"}
+HEADLESS = [p for p in NOTEBOOKS if p.name not in IN_THE_BROWSER]
 CELL_TIMEOUT_S = 900
 
 
-@pytest.mark.model
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+def test_every_notebook_is_run_by_one_tier():
+    from tests.ui.test_notebooks_browser import NOTEBOOKS as BROWSER
+
+    assert set(BROWSER) == IN_THE_BROWSER
+    assert {p.name for p in NOTEBOOKS} == IN_THE_BROWSER | {p.name for p in HEADLESS}
+
+
+@pytest.mark.parametrize("path", HEADLESS, ids=[p.name for p in HEADLESS])
 def test_notebook_executes_headless(path: Path):
     from nbclient import NotebookClient
 

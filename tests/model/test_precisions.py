@@ -363,7 +363,7 @@ def synth_inputs(int8_path):
 
 @pytest.mark.model
 def test_corrupt_cached_file_is_rebuilt(int8_path, fp32_path, tmp_path):
-    target = precisions.expected_path(tmp_path, "fp32")
+    target = precisions.expected_path(tmp_path, "fp32", assets.file_sha256(int8_path))
     shutil.copy(fp32_path, target)
     shutil.copy(fp32_path.with_suffix(".sha256"), target.with_suffix(".sha256"))
     stamp = target.with_suffix(".sha256").read_text()

@@ -57,6 +57,8 @@ def test_every_config_trait_has_help_and_config_works(ip, magics):
 
 @pytest.mark.parametrize(("cell", "message"), [
     ("%%speak\n   \n", "the cell is empty"),
+    ("%%speak", "the cell is empty"),  # IPython's own check would say "cell body is empty"
+    ("%%speak --voice bf_emma\n", "the cell is empty"),
     ("%speak", "nothing to speak"),
     ("%%speak --bogus\nHello", "unrecognized arguments: --bogus"),
     ("%%speak -o 3x\nHello", "not a valid variable name"),

@@ -1,0 +1,89 @@
+"""This machine's tuning profile (saved, trusted only on the same CPU, never when corrupt) and
+the chunk cache (bounded, least recently used out, read-only audio)."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from kokoro_lab.engine import tuning
+from kokoro_lab.engine.cache import ChunkCache
+from kokoro_lab.engine.tuning import BUILT_IN, OFF, Tuning, TuningWarning
+
+
+@pytest.fixture
+def config(tmp_path, monkeypatch):
+    monkeypatch.setenv(tuning.CONFIG_ENV, str(tmp_path))
+    return tmp_path
+
+
+def test_a_saved_profile_is_used_on_this_cpu(config):
+    path = tuning.save_profile(Tuning(variant="released", spinning=False, name="fast"))
+    assert path == config / tuning.PROFILE_FILE
+    loaded = tuning.resolve("auto", ("released",))
+    assert loaded.name == "fast" and not loaded.spinning and str(path) in loaded.source
+    assert tuning.resolve("off") is OFF
+
+
+def test_no_profile_means_the_built_in_tuning(config):
+    assert tuning.resolve(None) is BUILT_IN and tuning.resolve("auto") is BUILT_IN
+
+
+@pytest.mark.parametrize("damage, why", [
+    (lambda data: {**data, "cpu": {**data["cpu"], "model": "Some Other CPU"}}, "another CPU"),
+    (lambda data: {**data, "version": 0}, "format version"),
+    (lambda data: {**data, "tuning": {**data["tuning"], "variant": "gone"}}, "not one"),
+])
+def test_a_profile_that_must_not_be_trusted_is_refused_loudly(config, damage, why):
+    path = tuning.save_profile(Tuning(name="x"))
+    path.write_text(json.dumps(damage(json.loads(path.read_text()))))
+    with pytest.warns(TuningWarning, match=why):
+        assert tuning.resolve("auto", ("released",)) is BUILT_IN
+
+
+def test_a_corrupt_profile_is_refused_and_left_for_tune_to_replace(config):
+    path = tuning.save_profile(Tuning(name="x"))
+    path.write_text("{not json")
+    with pytest.warns(TuningWarning, match="corrupt"):
+        assert tuning.resolve("auto") is BUILT_IN
+    assert path.read_text() == "{not json"
+
+
+def test_bad_tuning_arguments_are_refused():
+    with pytest.raises(ValueError, match="'auto', 'off' or a Tuning"):
+        tuning.resolve("fastest")
+    with pytest.raises(ValueError, match="unknown graph variant 'nope'"):
+        tuning.resolve(Tuning(variant="nope"), ("released",))
+    assert "no spinning" in Tuning(name="t", spinning=False).label
+
+
+def _made(seconds: float, value: float = 0.1):
+    audio = np.full(int(seconds * 24000), value, np.float32)
+    return SimpleNamespace(finished_audio=SimpleNamespace(audio=audio))
+
+
+def test_the_chunk_cache_is_bounded_and_drops_the_least_recently_used():
+    one_second = 24000 * 4
+    cache = ChunkCache(max_bytes=3 * one_second)
+    for key in "abc":
+        cache.put(key, _made(1.0))
+    assert cache.get("a") is not None  # a is now the most recently used
+    cache.put("d", _made(1.0))
+    assert cache.get("b") is None and cache.get("a") is not None and len(cache) == 3
+    assert cache.bytes <= cache.max_bytes
+    cache.put("huge", _made(10.0))  # larger than the whole cache: not kept
+    assert cache.get("huge") is None
+    assert (cache.hits, cache.misses) == (2, 2)
+
+
+def test_cached_audio_is_read_only():
+    cache = ChunkCache()
+    made = _made(0.5)
+    cache.put("k", made)
+    with pytest.raises(ValueError):
+        cache.get("k").finished_audio.audio[0] = 1.0
+    with pytest.raises(ValueError, match="positive"):
+        ChunkCache(max_bytes=0)

@@ -316,6 +316,19 @@ def _dnsmos_window(model, segment: np.ndarray) -> tuple[float, float, float, flo
     return float(ovr), float(sig), float(bak), float(p808)
 
 
+def release() -> None:
+    """Drop the judges' models (Whisper, DNSMOS); the next judgement loads them again."""
+    global _MODEL
+    with _MODEL_LOCK:
+        _MODEL = None
+    try:
+        from speechmos import dnsmos as module
+    except ImportError:
+        return
+    with _DNSMOS_LOCK:
+        module.dnsmos = None
+
+
 # ---------------------------------------------------------------------------------------------
 # log-mel distance
 

@@ -12,6 +12,8 @@
 // * A stream this page first sees after it has ended (a reload, a tab opened later) is not
 //   auto-played: it is offered, complete, behind one play button. One first seen while it is
 //   still being made plays from its start.
+// * Nothing plays unseen: audio is scheduled only while at least one view of the player (with
+//   its Stop) is on the page; a view that appears later starts what was held.
 // * Chunks that arrive while the AudioContext is suspended (autoplay policy) are kept in order
 //   and scheduled, still gaplessly, once audio is enabled.
 // * What was heard is measured here, on the page's clocks: first audible sample after the cell
@@ -70,8 +72,13 @@ export class PlayerEngine {
   // -- what the kernel says (through the widget state) ------------------------------------------
 
   post(msg) {
+    // Every report about a stream says when it was made, in ms since the request on this
+    // page's clock (aligned once per stream by observeAge): the kernel reads reports only when
+    // its main thread is free, and must not take a late report's buffer for a current one.
+    const stream = msg.stream ? this.streams.get(msg.stream) : null;
+    const age = stream && stream.requestAt !== null ? this.clock() - stream.requestAt : null;
     try {
-      this.send({ ...msg, client: this.clientId, protocol: PROTOCOL });
+      this.send({ ...msg, age_ms: age, client: this.clientId, protocol: PROTOCOL });
     } catch (error) {
       // The kernel side is gone (widget closed, kernel restarted): nothing to report to.
       this.errors.push(String(error));
@@ -196,6 +203,9 @@ export class PlayerEngine {
   flush() {
     const stream = this.streams.get(this.current);
     if (!stream || stream.stopped || !this.ctx || this.ctx.state !== "running") return;
+    // Sound only where its player is on screen, with its Stop: a page that restored the widget
+    // without showing it (reloaded before the notebook was saved) keeps the audio silent.
+    if (this.views.size === 0) return;
     if (!stream.pending.length) return;
     stream.pending.sort((a, b) => a - b);
     let floor = 0;
@@ -329,6 +339,25 @@ export class PlayerEngine {
       (sum, s) => sum + Math.min(s.duration, Math.max(0, until - s.start)), 0);
   }
 
+  /**
+   * Where the first sound's time went, as [step, ms since the request] in order: the kernel's
+   * steps (its own clock, counted from the request it sent ages from) then the page's (this
+   * clock, from the request as estimated by observeAge). Steps not reached yet are left out.
+   */
+  breakdown(stream, origin) {
+    const steps = Object.entries(stream.desc.milestones || {});
+    const first = stream.chunks.get(0);
+    if (first) {
+      if (typeof first.meta.made_ms === "number") steps.push(["first chunk made", first.meta.made_ms]);
+      if (typeof first.meta.age_ms === "number") steps.push(["sent to the page", first.meta.age_ms]);
+      steps.push(["received by the page", first.received - origin]);
+    }
+    const scheduled = this.log.find((r) => r.stream === stream.id && r.seq === 0);
+    if (scheduled) steps.push(["scheduled", scheduled.scheduled_ms - origin]);
+    if (stream.firstAudibleAt !== null) steps.push(["audible", stream.firstAudibleAt - origin]);
+    return steps.map(([step, ms]) => [step, Math.round(ms * 10) / 10]);
+  }
+
   heard(stream) {
     let origin = stream.requestAt === null ? stream.joinedAt : stream.requestAt;
     let since = stream.origin;
@@ -338,6 +367,7 @@ export class PlayerEngine {
     }
     const first = stream.firstAudibleAt === null ? null : stream.firstAudibleAt - origin;
     return {
+      breakdown: since === stream.origin ? this.breakdown(stream, origin) : [],
       first_audible_ms: first === null ? null : Math.round(first),
       since,
       stalls: stream.stalls,

@@ -319,6 +319,7 @@ function render({ model, el }) {
   engine.views.add(update);
   model.on("change:message", update);
   model.on("change:captions", update);
+  engine.flush(); // audio held while no view showed this player may start now
   update();
   return () => {
     engine.views.delete(update);

@@ -45,6 +45,7 @@ function page(state = "running") {
       playerId: `p${Math.random()}`, send: (m) => sent.push(m), context: () => ctx,
       clock: () => clock.ms,
     });
+    engine.views.add(() => {}); // one view on screen, as when the player is displayed
     return { engine, sent };
   };
   return { ctx, clock, make };
@@ -290,4 +291,26 @@ test("the whole recording's position maps to the same words", () => {
   chunk(engine, "s", 1, 12000, { words: [["friend.", 0.05, 0.3, 0, 7]] });
   assert.deepEqual(engine.wordAtPosition(0.55), { seq: 0, word: 1 });
   assert.deepEqual(engine.wordAtPosition(1.2), { seq: 1, word: 0 });
+});
+
+test("nothing plays while no view of the player is on the page", () => {
+  const { engine } = setup();
+  const view = [...engine.views][0];
+  engine.views.delete(view); // a reloaded page restored the widget but shows no output
+  live(engine, "s");
+  chunk(engine, "s", 0, 2400);
+  chunk(engine, "s", 1, 2400);
+  assert.equal(engine.log.length, 0);
+  engine.views.add(view);
+  engine.flush(); // what a view does when it renders
+  assert.deepEqual(engine.log.map((r) => r.seq), [0, 1]);
+});
+
+test("every report about a stream says how long after the request the page made it", () => {
+  const { engine, sent, clock } = setup();
+  live(engine, "s", { age_ms: 100 });
+  clock.ms = 500;
+  chunk(engine, "s", 0, 2400);
+  const scheduled = sent.find((m) => m.type === "scheduled");
+  assert.equal(scheduled.age_ms, 600); // the request was 100 ms before the page saw the stream
 });

@@ -185,6 +185,15 @@ def release_freed_memory() -> None:
         _MALLOC_TRIM(0)
 
 
+def release_session_memory() -> None:
+    """After sessions are dropped: collect them now (a cycle may hold one) and hand what the
+    C allocator keeps free back to the system."""
+    import gc
+
+    gc.collect()
+    release_freed_memory()
+
+
 STAGES = ("model", "front", "generator")
 
 
@@ -293,9 +302,22 @@ class SessionCache:
         with self._lock:
             return list(self._sessions.values())
 
+    def keys(self) -> set[tuple]:
+        """The keys of every session made so far (to drop what a job added, see :meth:`drop`)."""
+        with self._lock:
+            return set(self._sessions)
+
+    def drop(self, keys) -> None:
+        """Forget the sessions under ``keys`` and give their memory back to the system."""
+        with self._lock:
+            for key in keys:
+                self._sessions.pop(key, None)
+        release_session_memory()
+
     def clear(self) -> None:
         with self._lock:
             self._sessions.clear()
+        release_session_memory()
 
     def __len__(self) -> int:
         return len(self._sessions)

@@ -258,7 +258,9 @@ class Stream:
         """The wait before playback that the speed measured now says avoids stalls (see
         :meth:`Scheduler.start_margin_s`); the rest of the text is estimated at chunk 0's
         phonemes per character."""
-        remaining_chars = max(0, len(self.text) - planner.planned_chars)
+        # What is left to speak: a trailing newline or space after the last sentence is
+        # nothing, and a single chunk needs no margin (it cannot underrun).
+        remaining_chars = sum(not ch.isspace() for ch in self.text[planner.planned_chars:])
         per_char = len(planned.phonemes) / max(1, len(planned.text))
         return self.scheduler.start_margin_s(
             first_audio_s=first_audio_s,

@@ -206,12 +206,22 @@ class LatencyChart:
             return []  # a late page or a queued speech: no common clock with the synthesis
         zero = first - rows[0].audible_ms - rows[0].start_s * 1000
         spans = []
-        for row in rows:
-            if row.start_s is None:
+        left_ms = heard["played_s"] * 1000 if heard.get("final") else float("inf")
+        for row in rows:  # what was played: after a Stop, only until the Stop
+            if row.start_s is None or left_ms <= 0:
                 break
             start = zero + row.start_s * 1000
-            spans.append((start, start + row.audio_ms))
+            spans.append((start, start + min(row.audio_ms, left_ms)))
+            left_ms -= row.audio_ms
         return spans
+
+    def first_sound_steps(self) -> list[tuple[str, float]]:
+        """The page's breakdown of the first sound: (step, ms since the request), in order."""
+        with self._lock:
+            heard = dict(self._heard)
+        if not _on_request_clock(heard):
+            return []
+        return [(str(step), float(ms)) for step, ms in heard.get("breakdown") or []]
 
     def first_audio_ms(self) -> float | None:
         """The page's first audible sample after the cell ran (None until a page reports it,
@@ -241,8 +251,10 @@ class LatencyChart:
             first = (f"first sound {heard['first_audible_ms'] / 1000:.2f} s after the {since}")
             if not heard.get("final"):
                 return f"heard so far: {first} · {plural(len(rows), 'chunk')} made"
+            played = heard.get("chunks", len(rows))  # the status line's count: what played
+            made = f" of {len(rows)} made" if played != len(rows) else ""
             return (f"heard: {first} · {stall_text} · {heard.get('played_s', 0):.1f} s played · "
-                    f"{plural(len(rows), 'chunk')}")
+                    f"{plural(played, 'chunk')}{made}")
         return (f"engine (internal): first chunk ready {rows[0].ready_ms:.0f} ms · "
                 f"{plural(len(rows), 'chunk')} · no page has reported playback")
 
@@ -273,6 +285,17 @@ class LatencyChart:
         if stalls:
             data.append(_lane("stall", STALL, stalls, "playback",
                               [f"stall {b - a:.0f} ms" for a, b in stalls], legend=True))
+        steps = self.first_sound_steps()
+        if steps:
+            lanes.append("first sound")
+            step_spans = [(start, end) for (_, start), (_, end)
+                          in zip([("", 0.0), *steps], steps, strict=False)]
+            shades = [FIRST if i % 2 == 0 else "#81c784" for i in range(len(steps))]
+            data.append(_lane("first sound", shades, step_spans, "first sound",
+                              [f"{step}: {end:.0f} ms (+{end - start:.0f})"
+                               for (step, end), (start, _) in zip(steps, step_spans,
+                                                                  strict=True)],
+                              legend=False))
         shapes, annotations = [], []
         if first is not None:
             shapes.append({"type": "line", "xref": "x2", "yref": "y2 domain", "x0": first,
@@ -330,8 +353,8 @@ def _bar(name: str, color: str | list[str], x: list, y: list, hover: str,
             "xaxis": "x", "yaxis": "y", "hovertemplate": hover + "<extra></extra>"}
 
 
-def _lane(name: str, color: str, spans: list[tuple[float, float]], lane: str, hover: list[str],
-          legend: bool) -> dict:
+def _lane(name: str, color: str | list[str], spans: list[tuple[float, float]], lane: str,
+          hover: list[str], legend: bool) -> dict:
     return {"type": "bar", "orientation": "h", "name": name, "marker": {"color": color},
             "base": [a for a, _ in spans], "x": [b - a for a, b in spans],
             "y": [lane] * len(spans), "xaxis": "x2", "yaxis": "y2", "offsetgroup": "timeline",

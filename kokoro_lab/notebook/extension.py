@@ -9,6 +9,7 @@ Runtime sessions and removes the magics.
 from __future__ import annotations
 
 from ..engine.sessions import SESSIONS
+from ..profiling.judges import release_judges
 from . import kernel
 from .magic import SpeakMagics
 from .profile_magic import ProfileMagics
@@ -61,6 +62,9 @@ def unload_ipython_extension(ipython) -> None:
         manager.registry.pop(type(magics).__name__, None)
         if magics in ipython.configurables:
             ipython.configurables.remove(magics)
+    # The sessions, the judges' models and what the C allocator holds free go back to the
+    # system: an unloaded kernel is about as big as before the extension was loaded.
+    release_judges()
     SESSIONS.clear()
 
 

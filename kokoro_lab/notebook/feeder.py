@@ -48,8 +48,8 @@ class Feeder:
     sizes_chunks_from_page = True  # the page's measured buffer sizes the engine's next chunks
 
     def __init__(self, result: SpeakResult, *, player: Player | None = None,
-                 requested: float | None = None,
-                 player_lock: threading.RLock | None = None) -> None:
+                 requested: float | None = None, player_lock: threading.RLock | None = None,
+                 milestones: dict[str, float] | None = None) -> None:
         self.result = result
         result._feeder = self
         self.player = player
@@ -58,6 +58,9 @@ class Feeder:
         self.stream: Stream | None = None  # the engine stream being fed now (stop cancels it)
         self.stream_id: str | None = None  # this utterance's stream in the player
         self.first_ready: float | None = None
+        # The front door's own steps before synthesis ({step: perf_counter}), e.g. when the
+        # magic had parsed its line: the first sound's breakdown starts with them.
+        self.milestones: dict[str, float] = dict(milestones or {})
         self.synthesized = threading.Event()  # set when synthesis is over, however it ended
         self.on_chunk: list[Callable[[Chunk], None]] = []
         self.on_done: list[Callable[[Feeder], None]] = []
@@ -74,7 +77,8 @@ class Feeder:
         """Start this utterance's stream in the player (``start``: :meth:`Player.start`'s
         options) and listen to its Stop button and its reports."""
         with self._player_lock:
-            self.stream_id = self.player.start(requested=self.requested, **start)
+            self.stream_id = self.player.start(requested=self.requested,
+                                               milestones=self.milestones, **start)
         self.player.on_stop_request(self._on_stop_request)
         self.player.on_report(self._on_report)
 
@@ -169,9 +173,11 @@ class Feeder:
         """A page's report (kernel main thread): its measured buffer sizes the engine's next
         chunks; what it played goes to the chart and the result."""
         if report.get("type") in ("scheduled", "buffer") and report.get("ahead_s") is not None:
-            self._last_buffer = (float(report["ahead_s"]), report["received"])
+            # aged from when the page measured it, not from when this thread got to read it
+            at = report.get("made", report["received"])
+            self._last_buffer = (float(report["ahead_s"]), at)
             if self.stream is not None and self.sizes_chunks_from_page:
-                self.stream.observe_playback(float(report["ahead_s"]), at=report["received"])
+                self.stream.observe_playback(float(report["ahead_s"]), at=at)
         self._observe(report)
         if self.chart is not None:
             self.chart.take_report(report)
@@ -200,9 +206,11 @@ class Feeder:
         for the page), then to the chart and the ``on_chunk`` callbacks."""
         if self.first_ready is None:
             self.first_ready = chunk.finished
+        made_ms = round((chunk.finished - self.requested) * 1000, 1)  # on the request's clock
         with self._player_lock:
             if self._owns_player() and not self._stopping.is_set():
-                self.player.push(chunk.audio, index=chunk.index, **meta, **chunk_meta(chunk))
+                self.player.push(chunk.audio, index=chunk.index, made_ms=made_ms, **meta,
+                                 **chunk_meta(chunk))
         if self.chart is not None:
             self.chart.add_chunk(chunk)
         for callback in list(self.on_chunk):

@@ -236,7 +236,8 @@ class SpeakMagics(Magics, Configurable):
                 print(f"{kind}: {names} not defined; spoken as written "
                       "(define it, or use --raw to turn interpolation off)", file=sys.stderr)
         speech = self.say(
-            text, voice=args.voice, speed=args.speed, provider=args.provider,
+            text, milestones={"magic parsed": time.perf_counter()},
+            voice=args.voice, speed=args.speed, provider=args.provider,
             precision=args.precision, lang=args.lang, output=args.output,
             wait=args.wait or self.wait, play=self.play and not args.no_play,
             plot=self.plot and not args.no_plot, requested=requested, kind=kind,
@@ -251,7 +252,7 @@ class SpeakMagics(Magics, Configurable):
             provider: str | None = None, precision: str | None = None, lang: str | None = None,
             output: str | None = None, wait: bool = False, play: bool = True, plot: bool = True,
             requested: float | None = None, kind: str = "%%speak", now: bool = False,
-            captions: bool = True) -> Speech:
+            captions: bool = True, milestones: dict[str, float] | None = None) -> Speech:
         """What ``%%speak`` does after parsing: start (or queue) and show one utterance.
 
         Returns the :class:`Speech`; its ``.result`` is what ``-o`` stores.
@@ -261,23 +262,28 @@ class SpeakMagics(Magics, Configurable):
             synth = self.synth  # the first %%speak of a kernel waits here for the model
         except AssetError as e:
             raise UsageError(f"{kind}: the model could not be loaded: {e}") from None
-        model_wait_ms = (time.perf_counter() - requested) * 1000
+        milestones = dict(milestones or {})
+        milestones["model ready"] = time.perf_counter()
+        model_wait_ms = (milestones["model ready"] - requested) * 1000
         after = self._queue_ahead(now)
         try:
             request = synth.request(
                 text, voice or self.voice, self.speed if speed is None else speed,
                 lang or self.lang or None, precision=precision or self.precision,
                 provider=provider or self.provider)
+            milestones["request checked"] = time.perf_counter()
             player = Player(captions=captions) if play else None
             # Nothing ahead: start now, in the cell (so every error is reported here).
             source = request if after is not None else synth.stream(request)
+            if after is None:
+                milestones["synthesis started"] = time.perf_counter()
         except (TextError, VoiceError, ProviderUnavailable, ValueError, FileNotFoundError,
                 FrontendMissing) as e:
             raise UsageError(f"{kind}: {e}") from None
         self._make_room(kind, now)
         self._order += 1
         speech = Speech(source, synth=synth, player=player, requested=requested,
-                        after=after, order=self._order)
+                        after=after, order=self._order, milestones=milestones)
         speech.cell_id = _cell_id(self.shell)
         speech.model_wait_ms = model_wait_ms
         self.speeches.append(speech)

@@ -160,13 +160,16 @@ class Player(anywidget.AnyWidget):
 
     def start(self, label: str = "", sample_rate: int = SAMPLE_RATE, *, order: int = 0,
               after: str | None = None, requested: float | None = None,
-              origin: str = "cell ran") -> str:
+              origin: str = "cell ran", milestones: dict[str, float] | None = None) -> str:
         """Begin a new utterance (pages silence the previous one); returns its id.
 
         ``after`` is the id of a stream (any player's) this one is queued behind: pages start
         it once that one has played out. ``requested`` is the ``perf_counter`` time the user
         asked for it; ``age_ms`` figures count from it, and ``origin`` names that moment in the
         page's figures ("first sound … after the cell ran", "… after Speak was pressed").
+        ``milestones`` are the kernel's steps before the stream started, ``{step:
+        perf_counter}`` (e.g. the magic parsed); pages put them first in the first sound's
+        breakdown, as ms since ``requested``.
         """
         with self._lock:
             self._close_chunks()
@@ -179,6 +182,8 @@ class Player(anywidget.AnyWidget):
                 "id": uuid.uuid4().hex[:8], "order": order, "after": after, "label": label,
                 "sample_rate": sample_rate, "state": "live", "chunks": 0, "samples": 0,
                 "origin": origin, "protocol": PROTOCOL,
+                "milestones": {step: round((t - self._requested) * 1000, 1)
+                               for step, t in (milestones or {}).items()},
             })
             return self.stream_id
 
@@ -229,7 +234,9 @@ class Player(anywidget.AnyWidget):
 
     def on_report(self, callback: Callable[[dict], None], remove: bool = False) -> None:
         """Call ``callback(report)`` for each page report (``scheduled``, ``buffer``, ``heard``)
-        about the current stream; ``report["received"]`` is the kernel's receive time."""
+        about the current stream; ``report["received"]`` is the kernel's receive time and
+        ``report["made"]`` when the page made it, on the kernel's clock (from the page's
+        ``age_ms``; the receive time when the page did not say)."""
         _register(self._report_callbacks, callback, remove)
 
     def on_scheduled(self, callback: Callable[[dict], None], remove: bool = False) -> None:
@@ -277,7 +284,13 @@ class Player(anywidget.AnyWidget):
         if not isinstance(content, dict) or content.get("stream") != self.stream_id:
             return  # malformed, or about a previous utterance
         kind = content.get("type")
-        report = {**content, "received": time.perf_counter()}
+        received = time.perf_counter()
+        age_ms = content.get("age_ms")
+        # When the page made it, on the kernel's clock (the page counts from the request); the
+        # kernel may read it much later, when its main thread is free of a busy cell.
+        made = self._requested + age_ms / 1000 if isinstance(age_ms, (int, float)) else None
+        report = {**content, "received": received,
+                  "made": made if made is not None and made <= received else received}
         if kind == "stop_request":
             self.stop(str(content.get("reason") or "Stop pressed"))
             for callback in list(self._stop_callbacks):

@@ -147,8 +147,11 @@ def heard_rows(heard: dict | None) -> dict[str, str]:
     since = heard.get("since", "cell ran")
     first = heard.get("first_audible_ms")
     stalls = heard.get("stalls", 0)
+    steps = " → ".join(f"{step} {ms:.0f}" for step, ms in heard.get("breakdown") or [])
     return {
         f"heard: first sound after the {since}": _ms(first),
+        **({"heard: the first sound, step by step (ms since the request)": steps}
+           if steps else {}),
         "heard: stalls": (f"{stalls} ({_ms(heard.get('stall_ms'))}, largest "
                           f"{_ms(heard.get('largest_gap_ms'))})" if stalls else "none"),
         "heard: played": f"{heard.get('played_s', 0):.1f} s of {heard.get('made_s', 0):.1f} s "

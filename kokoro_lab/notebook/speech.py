@@ -33,7 +33,7 @@ class Speech(Feeder):
     def __init__(self, source: Stream | SpeechRequest, *, synth: Synthesizer | None = None,
                  player: Player | None = None, chart: LatencyChart | None = None,
                  requested: float | None = None, label: str = "", after: Speech | None = None,
-                 order: int = 0) -> None:
+                 order: int = 0, milestones: dict[str, float] | None = None) -> None:
         running = isinstance(source, Stream)
         if not running and synth is None:
             raise ValueError("a queued request needs the synthesizer that will start it")
@@ -44,7 +44,7 @@ class Speech(Feeder):
             chunks=source.chunks if running else [], provider=request.provider,
             precision=request.precision, text=request.text, voice=request.voice.label,
             speed=request.speed, lang=request.lang, requested=requested)
-        super().__init__(result, player=player, requested=requested)
+        super().__init__(result, player=player, requested=requested, milestones=milestones)
         self.synth = synth
         self.request = request
         self.stream = source if running else None

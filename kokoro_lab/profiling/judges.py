@@ -172,6 +172,16 @@ def whole_text_reference(text: str, voice: str | Voice = "af_heart", speed: floa
     return reference
 
 
+def release_judges() -> None:
+    """Forget the remembered reference renderings and the judges' models (after a judged
+    profile: they are loaded again by the next one)."""
+    from .. import quality
+
+    with _MEMORY_LOCK:
+        _MEMORY.clear()
+    quality.release()
+
+
 # -- how judged figures are printed ----------------------------------------------------------
 
 
@@ -199,5 +209,5 @@ def reference_note(reference: dict) -> str:
 
 
 __all__ = ["QUALITY_FIGURES", "Reference", "chunk_pesq", "judge", "listen", "quality_cells",
-           "reference_note", "reference_precision", "reference_rendering",
+           "reference_note", "reference_precision", "reference_rendering", "release_judges",
            "whole_text_reference"]

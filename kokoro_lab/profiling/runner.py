@@ -26,7 +26,14 @@ import numpy as np
 
 from ..engine import Synthesizer, assets, sessions
 from ..engine.sessions import SESSIONS, ProviderUnavailable
-from .judges import QUALITY_FIGURES, judge, quality_cells, reference_note, whole_text_reference
+from .judges import (
+    QUALITY_FIGURES,
+    judge,
+    quality_cells,
+    reference_note,
+    release_judges,
+    whole_text_reference,
+)
 
 DEFAULT_PRECISIONS = ("int8", "fp32", "fp16")
 GPU_PROVIDERS = ("cuda", "tensorrt")
@@ -378,6 +385,7 @@ def profile(
         return report
 
     first = cells[0]
+    before = SESSIONS.keys()  # what the profile adds is dropped again when it is done
     synth = Synthesizer(precision=first.precision, provider=first.provider, threads=threads,
                         warm_up=False, cache=False)  # every run is synthesized
     synth.resolve_voice(voice)  # a bad voice fails before any work
@@ -396,10 +404,16 @@ def profile(
                 cell.runs.append(Measurement(repeat, order, figures, chunks))
                 last_results[cell.key] = result
                 bar.step(f"{cell.key} #{repeat + 1}")
+        if quality:
+            _add_quality(report, last_results)
     finally:
         bar.close()
-    if quality:
-        _add_quality(report, last_results)
+        # A profile's sessions (other precisions, the judges' reference) and judges are
+        # hundreds of MB each: given back, so a kernel is as big after a profile as before.
+        del synth, last_results
+        SESSIONS.drop(SESSIONS.keys() - before)
+        if quality:
+            release_judges()
     if log:
         _log(report, run_log)
     return report

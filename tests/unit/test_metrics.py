@@ -65,3 +65,42 @@ def test_result_repr_counts_chunks_in_good_english():
     assert "<Result 1 chunk," in repr(Result(chunks=[chunk(0)]))
     assert "<Result 2 chunks," in repr(Result(chunks=[chunk(0), chunk(1)]))
     assert Result(chunks=[chunk(0)]).chunks[0].start_margin_ms == 0.0
+
+
+def _chart_with(rows: int, cached: set[int] = frozenset()):
+    from types import SimpleNamespace
+
+    from kokoro_lab.notebook.chart import LatencyChart
+
+    chart = LatencyChart()
+    chart.reset(0.0)
+    for i in range(rows):
+        audio = np.full(24000, 0.2, np.float32)  # 1 s, audible from its first sample
+        chart.add_chunk(SimpleNamespace(index=i, started=i * 0.5, finished=i * 0.5 + 0.4,
+                                        synthesis_ms=0.0 if i in cached else 400.0,
+                                        audio_ms=1000.0, audio=audio, cached=i in cached,
+                                        queued=0.0))
+        chart.add_report({"type": "scheduled", "seq": i, "start": 1.0 + i, "duration": 1.0})
+    return chart
+
+
+def test_the_chart_marks_cached_chunks_and_names_the_tuning():
+    chart = _chart_with(3, cached={0, 1})
+    chart.tuning = "built-in"
+    assert chart.title().endswith("· 2 cached · tuning: built-in")
+    bars = chart.to_dict()["data"][0]
+    assert bars["marker"]["color"][:2] == ["#9e9e9e"] * 2 and "cached" in bars["customdata"][0]
+
+
+def test_after_a_stop_the_chart_draws_what_was_played_and_counts_it_like_the_status():
+    chart = _chart_with(4)
+    chart.set_heard({"first_audible_ms": 500, "since": "cell ran", "stalls": 0, "final": True,
+                     "played_s": 1.5, "chunks": 2,
+                     "breakdown": [["magic parsed", 2.0], ["first chunk made", 400.0],
+                                   ["audible", 500.0]]})
+    spans = chart.playback()
+    assert [round(e - s) for s, e in spans] == [1000, 500]  # cut where the Stop came
+    assert "2 chunks of 4 made" in chart.title()
+    assert chart.first_sound_steps()[-1] == ("audible", 500.0)
+    lanes = [trace for trace in chart.to_dict()["data"] if trace.get("y") == ["first sound"] * 3]
+    assert lanes and lanes[0]["x"] == [2.0, 398.0, 100.0]

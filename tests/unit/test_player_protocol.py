@@ -133,3 +133,28 @@ def test_browser_engine_scheduling_rules_in_node():
                           text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "# fail 0" in done.stdout
+
+
+def test_a_late_read_report_is_aged_from_when_the_page_made_it(recording):
+    """The kernel reads page reports only when its main thread is free: a buffer report read
+    5 s late must count from when the page measured it (its age since the request)."""
+    player = Player()
+    requested = time.perf_counter() - 6.0
+    player.start(requested=requested)
+    seen = []
+    player.on_report(seen.append)
+    deliver(player, {"type": "buffer", "stream": player.stream_id, "ahead_s": 4.0,
+                     "age_ms": 1000.0})
+    (report,) = seen
+    assert report["made"] == pytest.approx(requested + 1.0)
+    assert report["received"] - report["made"] > 4.9
+    deliver(player, {"type": "buffer", "stream": player.stream_id, "ahead_s": 1.0})
+    assert seen[-1]["made"] == seen[-1]["received"]  # a page that does not say: when read
+
+
+def test_the_kernels_steps_ride_with_the_stream_for_the_first_sound_breakdown(recording):
+    player = Player()
+    requested = time.perf_counter()
+    player.start(requested=requested, milestones={"magic parsed": requested + 0.004,
+                                                 "request checked": requested + 0.010})
+    assert player.stream["milestones"] == {"magic parsed": 4.0, "request checked": 10.0}

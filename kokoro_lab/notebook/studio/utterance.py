@@ -141,7 +141,7 @@ class Utterance(Feeder):
         try:
             seq = int(report["seq"])
             ends_in = float(report["start"]) + float(report["duration"]) - float(report["now"])
-            received = float(report["received"])
+            received = float(report.get("made", report["received"]))
         except (KeyError, TypeError, ValueError):
             return
         with self._lock:

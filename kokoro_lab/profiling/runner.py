@@ -370,6 +370,7 @@ def profile(
         sessions.provider_name(provider)  # unknown names are a typo: raise, don't mark absent
     if not isinstance(text, str) or not text.strip():
         raise ValueError("text must be a non-empty string")
+    before = SESSIONS.keys()  # what the profile adds (cells, lanes, the judges' reference) goes
 
     from .runlog import machine_info
 
@@ -382,10 +383,10 @@ def profile(
     report = ProfileReport(text=text, voice=voice, repeats=repeats, cells=cells, absent=absent,
                            machine=machine_info())
     if not cells:
+        SESSIONS.drop(SESSIONS.keys() - before)
         return report
 
     first = cells[0]
-    before = SESSIONS.keys()  # what the profile adds is dropped again when it is done
     synth = Synthesizer(precision=first.precision, provider=first.provider, threads=threads,
                         warm_up=False, cache=False)  # every run is synthesized
     synth.resolve_voice(voice)  # a bad voice fails before any work

@@ -70,3 +70,9 @@ def launch(playwright_instance):
 def artifacts() -> Path:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     return ARTIFACTS
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Dialogs JupyterLab opened by itself and the tests dismissed (see page.dismiss_dialog)."""
+    for text in page.DIALOGS:
+        terminalreporter.write_line(f"dismissed a JupyterLab dialog: {text}")

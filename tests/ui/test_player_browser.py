@@ -32,6 +32,9 @@ PARAGRAPH = (
     "He trimmed the wick, lit the great lamp, and watched its beam sweep out across the water "
     "towards the ships that were still making their way home before the storm."
 )
+TWO_SENTENCES = PARAGRAPH.split(" He trimmed")[0]
+
+
 def heard_all(state: list[dict], count: int) -> bool:
     return len(state) >= count and all(p["phase"] == "done" for p in state[:count])
 
@@ -54,7 +57,7 @@ def test_run_all_makes_every_speaking_cell_heard(lab, launch, artifacts):
     paragraph plays while the busy cell still runs."""
     url = lab.notebook("run_all.ipynb", [
         "%load_ext kokoro_lab",
-        f"%%speak -o para\n{PARAGRAPH}",
+        f"%%speak -o para\n{TWO_SENTENCES}",
         # busy until well after the paragraph's first chunk exists, however slow the machine
         "import time\nwhile not para.chunks: time.sleep(0.05)\ntime.sleep(8)",
         "%speak --wait -o waited Waiting cells are heard too.",
@@ -119,26 +122,6 @@ def check_in_kernel(page, code: str, expect: list[float]) -> None:
     assert values == [round(v, 3) for v in expect], (printed, expect)
 
 
-def test_warm_paragraph_plays_every_chunk_back_to_back(lab, launch, artifacts):
-    """A warm kernel speaks a paragraph: every chunk that arrived in time is scheduled where the
-    last one ended, the page's stall count is its schedule's, the chart is drawn. How fast it
-    is heard is the benchmark's figure (benchmarks/notebook_e2e.py), not asserted here."""
-    browser = launch(autoplay=True)
-    try:
-        page = speak_when_warm(lab, browser, "warm.ipynb", f"%%speak -o warm\n{PARAGRAPH}")
-        (player,) = wait_players(page, lambda s: heard_all(s, 1), 300, "warm")
-        time.sleep(1.5)  # the chart's final drawing
-        cell(page, 2).locator(".jp-Cell-outputWrapper").screenshot(
-            path=str(artifacts / "warm-paragraph.png"))
-        check_played_out(player)
-        print(f"warm paragraph heard: {player['heard']}")
-        assert player["heard"]["first_audible_ms"] > 0 and player["heard"]["since"] == "cell ran"
-        chart = cell(page, 2).locator(".js-plotly-plot")
-        assert chart.count() == 1 and chart.bounding_box()["height"] > 200
-    finally:
-        browser.close()
-
-
 # The audio clock, the live schedule, every chunk's word start times and the highlighted word.
 READ_CAPTIONS = """() => {
   const lab = window.__kokoroLab;
@@ -167,14 +150,16 @@ def _words_on_clock(sample: dict) -> list[tuple[tuple[int, int], float]]:
             for index, offset in enumerate(sample["words"].get(str(seq), []))]
 
 
-def test_the_highlighted_word_follows_the_audio_clock(lab, launch, artifacts):
-    """Issue 13: sampled while it plays, the word lit under the player is exactly the one whose
-    span holds the audio clock the view drew that frame for (the page reports both), and it
-    walks through the text."""
+def test_a_warm_paragraph_plays_back_to_back_and_lights_the_word_heard(lab, launch, artifacts):
+    """A warm kernel speaks two sentences. Every chunk that arrived in time is scheduled where
+    the last one ended and the page's stall count is its schedule's; sampled while it plays,
+    the word lit under the player is exactly the one whose span holds the audio clock the view
+    drew that frame for (the page reports both), and it walks through the text (issue 13); the
+    chart is drawn. How fast it is heard is the benchmark's figure, not asserted here."""
     text = f"{PARAGRAPH.split('. Far')[0]}. Far below the gallery, the grey waves folded."
     browser = launch(autoplay=True)
     try:
-        page = speak_when_warm(lab, browser, "captions.ipynb", f"%%speak --no-plot -o lit\n{text}")
+        page = speak_when_warm(lab, browser, "warm.ipynb", f"%%speak -o warm\n{text}")
         samples = []
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
@@ -184,8 +169,18 @@ def test_the_highlighted_word_follows_the_audio_clock(lab, launch, artifacts):
             if sample and sample["phase"] == "done":
                 break
             time.sleep(0.15)
+        (player,) = wait_players(page, lambda s: heard_all(s, 1), 300, "warm")
+        time.sleep(1.5)  # the chart's final drawing
         cell(page, 2).locator(".jp-Cell-outputWrapper").screenshot(
-            path=str(artifacts / "captions.png"))
+            path=str(artifacts / "warm-paragraph.png"))
+        check_played_out(player)
+        print(f"warm paragraph heard: {player['heard']}")
+        assert player["heard"]["since"] == "cell ran"
+        steps = [step for step, _ in player["heard"]["breakdown"]]
+        assert steps[-4:] == ["sent to the page", "received by the page", "scheduled",
+                              "audible"], steps
+        chart = cell(page, 2).locator(".js-plotly-plot")
+        assert chart.count() == 1 and chart.bounding_box()["height"] > 200
         assert samples, "no frame sampled while playing"
         shown_positions = set()
         for sample in samples:
@@ -230,6 +225,33 @@ def test_a_reloaded_page_plays_a_live_stream_and_offers_a_finished_one(lab, laun
         traces = page.evaluate("document.querySelector('.js-plotly-plot').data.length")
         assert traces >= 3  # synthesis and audio bars, and the synthesis lane at least
         page.screenshot(path=str(artifacts / "reloaded-offered.png"), full_page=True)
+    finally:
+        browser.close()
+
+
+# Every engine on the page and what it scheduled, whether or not a view shows it.
+READ_ENGINES = """() => Object.values((window.__kokoroLab || {players: {}}).players)
+  .map((e) => ({views: e.views.size, scheduled: e.log.length, phase: e.state().phase}))"""
+
+
+def test_a_page_reloaded_before_saving_plays_nothing_unseen(lab, launch, artifacts):
+    """Reloaded while speaking, before the notebook was saved: the cell shows no output, so no
+    player and no Stop; the restored player must stay silent rather than play unseen."""
+    browser = launch(autoplay=True)
+    try:
+        page = speak_when_warm(lab, browser, "unsaved.ipynb", f"%%speak -o live\n{PARAGRAPH}")
+        wait_players(page, lambda s: s and s[0]["log"], 120, "first-chunk")
+        page.reload()  # not saved: the notebook on disk has no outputs
+        page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
+        deadline = time.monotonic() + 8
+        engines = []
+        while time.monotonic() < deadline:
+            engines = page.evaluate(READ_ENGINES)
+            assert all(e["scheduled"] == 0 for e in engines), engines
+            time.sleep(0.5)
+        assert page.locator(".kokoro-player").count() == 0
+        assert all(e["views"] == 0 for e in engines), engines
+        page.screenshot(path=str(artifacts / "reloaded-unsaved.png"), full_page=True)
     finally:
         browser.close()
 

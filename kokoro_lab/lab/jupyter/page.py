@@ -73,6 +73,7 @@ def run_all(page) -> None:
     first cell did not start (a menu opened while the page was still settling)."""
     first = page.locator(".jp-Notebook .jp-CodeCell").first.locator(".jp-InputPrompt")
     for _ in range(3):
+        dismiss_dialog(page)
         page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).first.click()
         page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).first.click()
         deadline = time.monotonic() + 5
@@ -82,6 +83,30 @@ def run_all(page) -> None:
             time.sleep(0.1)
         page.keyboard.press("Escape")
     raise AssertionError("Run All Cells did not start the notebook")
+
+
+DIALOGS: list[str] = []  # the text of every dialog dismissed, for the failure report
+
+
+def dismiss_dialog(page, timeout_s: float = 10) -> None:
+    """A modal dialog JupyterLab opened by itself (seen on a loaded machine as the page settles)
+    would swallow the clicks: wait a little for it to go, then dismiss it with its default
+    button, keeping its text in :data:`DIALOGS` and a screenshot."""
+    dialog = page.locator(".jp-Dialog")
+    deadline = time.monotonic() + timeout_s
+    while dialog.count() and time.monotonic() < deadline:
+        time.sleep(0.25)
+    if not dialog.count():
+        return
+    text = " ".join(dialog.first.inner_text().split())
+    DIALOGS.append(text)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"dialog-{len(DIALOGS)}.png"))
+    button = dialog.first.locator(".jp-Dialog-footer .jp-mod-accept")
+    if button.count():
+        button.first.click()
+    else:
+        page.keyboard.press("Escape")
 
 
 def players(page) -> list[dict]:

@@ -60,7 +60,7 @@ from kokoro_lab.engine.metrics import SAMPLE_RATE, write_wav
 from kokoro_lab.engine.voices import VoiceBank, parse
 from kokoro_lab.engine.words import Word, chunk_words, join_words
 from kokoro_lab.lab.texts import PARAGRAPH
-from kokoro_lab.quality import ASR_SAMPLE_RATE, _whisper, normalize_text, resample
+from kokoro_lab.quality import ASR_SAMPLE_RATE, normalize_text, resample, whisper_model
 
 RESULTS = Path(__file__).parent / "results"
 TARGET_MEDIAN_S, TARGET_P90_S = 0.100, 0.250
@@ -121,7 +121,7 @@ class _Chunk:
 
 def whisper_words(audio: np.ndarray) -> list[tuple[str, float, float]]:
     """Whisper tiny.en's words with their times (greedy, temperature 0, no VAD)."""
-    segments, _ = _whisper().transcribe(
+    segments, _ = whisper_model().transcribe(
         resample(audio, SAMPLE_RATE, ASR_SAMPLE_RATE), language="en", beam_size=1,
         temperature=0.0, condition_on_previous_text=False, vad_filter=False,
         word_timestamps=True)

@@ -22,6 +22,7 @@
 // One engine exists per player model per page (however many views show it), so a widget
 // displayed twice plays its audio once. This module knows nothing of the DOM or of Jupyter.
 
+import { heardFigures } from "./heard.js";
 import { PROTOCOL, audioToPage, getAudioContext, randomId, registry } from "./registry.js";
 import { encodeWav } from "./wav.js";
 
@@ -339,45 +340,10 @@ export class PlayerEngine {
       (sum, s) => sum + Math.min(s.duration, Math.max(0, until - s.start)), 0);
   }
 
-  /**
-   * Where the first sound's time went, as [step, ms since the request] in order: the kernel's
-   * steps (its own clock, counted from the request it sent ages from) then the page's (this
-   * clock, from the request as estimated by observeAge). Steps not reached yet are left out.
-   */
-  breakdown(stream, origin) {
-    const steps = Object.entries(stream.desc.milestones || {});
-    const first = stream.chunks.get(0);
-    if (first) {
-      if (typeof first.meta.made_ms === "number") steps.push(["first chunk made", first.meta.made_ms]);
-      if (typeof first.meta.age_ms === "number") steps.push(["sent to the page", first.meta.age_ms]);
-      steps.push(["received by the page", first.received - origin]);
-    }
-    const scheduled = this.log.find((r) => r.stream === stream.id && r.seq === 0);
-    if (scheduled) steps.push(["scheduled", scheduled.scheduled_ms - origin]);
-    if (stream.firstAudibleAt !== null) steps.push(["audible", stream.firstAudibleAt - origin]);
-    return steps.map(([step, ms]) => [step, Math.round(ms * 10) / 10]);
-  }
-
   heard(stream) {
-    let origin = stream.requestAt === null ? stream.joinedAt : stream.requestAt;
-    let since = stream.origin;
-    if (stream.lateJoin) [origin, since] = [stream.joinedAt, "page joined"];
-    if (stream.queueOrigin !== null && stream.queueOrigin > origin) {
-      [origin, since] = [stream.queueOrigin, "speech before it ended"];
-    }
-    const first = stream.firstAudibleAt === null ? null : stream.firstAudibleAt - origin;
-    return {
-      breakdown: since === stream.origin ? this.breakdown(stream, origin) : [],
-      first_audible_ms: first === null ? null : Math.round(first),
-      since,
-      stalls: stream.stalls,
-      stall_ms: Math.round(stream.stallS * 1000),
-      largest_gap_ms: Math.round(stream.largestGapS * 1000),
-      played_s: Math.round(this.playedSeconds(stream) * 1000) / 1000,
-      made_s: Math.round(this.receivedSeconds(stream) * 1000) / 1000,
-      chunks: stream.scheduled.length,
-      late_join: stream.lateJoin,
-    };
+    return heardFigures(stream, this.log, {
+      played: this.playedSeconds(stream), received: this.receivedSeconds(stream),
+    });
   }
 
   report(stream, final) {

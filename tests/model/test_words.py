@@ -115,10 +115,10 @@ def test_real_timings_follow_the_speech(voice, real_words):
 @pytest.mark.model
 @pytest.mark.asr
 def test_real_word_starts_agree_with_whisper(real_words):
-    from kokoro_lab.quality import ASR_SAMPLE_RATE, _whisper, normalize_text, resample
+    from kokoro_lab.quality import ASR_SAMPLE_RATE, normalize_text, resample, whisper_model
 
     text, words, speech = real_words["af_heart"]
-    segments, _ = _whisper().transcribe(
+    segments, _ = whisper_model().transcribe(
         resample(speech, SR, ASR_SAMPLE_RATE), language="en", beam_size=1, temperature=0.0,
         condition_on_previous_text=False, vad_filter=False, word_timestamps=True)
     heard = {normalize_text(w.word): w.start for s in segments for w in s.words}

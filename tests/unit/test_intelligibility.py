@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from kokoro_lab import quality
+from kokoro_lab.quality import _dnsmos
 from tests.intelligibility_support import SR
 
 
@@ -141,8 +142,8 @@ def test_dnsmos_scores_every_window_by_integer_indices_over_offsets(monkeypatch)
         seen.append((len(segment), int(round(segment[0] * 1e6))))
         return (3.0, 3.5, 4.0, 3.2)
 
-    monkeypatch.setattr(quality, "_dnsmos_model", lambda: None)
-    monkeypatch.setattr(quality, "_dnsmos_window", window_score)
+    monkeypatch.setattr(_dnsmos, "_dnsmos_model", lambda: None)
+    monkeypatch.setattr(_dnsmos, "_dnsmos_window", window_score)
     ramp = np.arange(30 * 16_000, dtype=np.float64) / 1e6  # sample i holds i µ, so starts show
     scores = quality.dnsmos(ramp.astype(np.float32), sample_rate=16_000, offsets=4)
     window = int(round(quality.DNSMOS_WINDOW_S * 16_000))
@@ -159,15 +160,29 @@ def test_dnsmos_offsets_average_out_a_reading_that_moves_with_the_start(monkeypa
     """A reading that depends on where the window starts (as DNSMOS's does, ±0.05 for a 25 ms
     shift) is averaged over the start offsets: shifting the audio by 25 ms moves the averaged
     score far less than one reading."""
-    monkeypatch.setattr(quality, "_dnsmos_model", lambda: None)
+    monkeypatch.setattr(_dnsmos, "_dnsmos_model", lambda: None)
 
     def phase_reading(model, segment):
         return (3.0 + 0.1 * np.sin(segment[0] * 2 * np.pi),) * 4
 
-    monkeypatch.setattr(quality, "_dnsmos_window", phase_reading)
+    monkeypatch.setattr(_dnsmos, "_dnsmos_window", phase_reading)
     t = np.arange(12 * 16_000) / 16_000  # one cycle per second: the reading depends on the start
     x = np.mod(t, 1.0).astype(np.float32)
     shifted = np.roll(x, 400)  # 25 ms
     one = [quality.dnsmos(a, 16_000, offsets=1)["ovrl"] for a in (x, shifted)]
     many = [quality.dnsmos(a, 16_000, offsets=16)["ovrl"] for a in (x, shifted)]
     assert abs(many[0] - many[1]) < abs(one[0] - one[1]) / 5
+
+
+def test_dnsmos_mel_input_is_what_speechmos_gets_from_librosa():
+    """The P.808 model's input, computed in numpy, equals speechmos's librosa call (which
+    JIT-compiles ~250 MB with numba on first use)."""
+    librosa = pytest.importorskip("librosa")
+    rng = np.random.default_rng(3)
+    t = np.arange(16_000 * 2) / 16_000
+    audio = (0.3 * np.sin(2 * np.pi * 220 * t) * (1 + np.sin(2 * np.pi * 3 * t))
+             + 0.01 * rng.standard_normal(t.size)).astype(np.float32)
+    mel = librosa.feature.melspectrogram(y=audio, sr=16_000, n_fft=321, hop_length=160,
+                                         n_mels=120)
+    expected = ((librosa.power_to_db(mel, ref=np.max) + 40) / 40).T
+    np.testing.assert_allclose(_dnsmos.mel_db(audio), expected, atol=2e-4)

@@ -7,9 +7,11 @@ import pytest
 
 @pytest.fixture(scope="session")
 def synth():
+    """Cache off: a test that speaks a text another test spoke must still synthesize it (the
+    cache's own tests turn it on for themselves)."""
     from kokoro_lab import Synthesizer
 
-    return Synthesizer()
+    return Synthesizer(cache=False)
 
 
 def fake_phonemize(text: str) -> str:

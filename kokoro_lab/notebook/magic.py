@@ -37,7 +37,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class, no_var_expand
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 from IPython.display import display
-from traitlets import Bool, Enum, Float, Int, Unicode
+from traitlets import Bool, Enum, Float, Int, Unicode, observe
 from traitlets.config import Configurable
 
 from ..engine import (
@@ -47,6 +47,7 @@ from ..engine import (
     VoiceError,
 )
 from ..engine.assets import AssetError
+from ..engine.cache import ChunkCache
 from ..engine.metrics import plural
 from ..engine.sessions import SESSIONS
 from .chart import LatencyChart
@@ -117,6 +118,15 @@ class SpeakMagics(Magics, Configurable):
     warm_on_load = Bool(
         True, help="Load and warm the model in the background as soon as the extension loads."
     ).tag(config=True)
+    cache = Bool(
+        True, help="Play chunks made before (same text, voice, speed and graph) from memory, so "
+                   "a cell run again is heard at once; False synthesizes every chunk.",
+    ).tag(config=True)
+    tuning = Enum(
+        ("auto", "off"), "auto",
+        help="'auto': this machine's tuning profile (kokoro-lab tune) or the built-in one; "
+             "'off': the released graph with plain settings.",
+    ).tag(config=True)
 
     def __init__(self, shell=None, **kwargs) -> None:
         super().__init__(shell=shell, **kwargs)
@@ -146,8 +156,14 @@ class SpeakMagics(Magics, Configurable):
         with self._synth_lock:
             if self._synth is None:
                 self._synth = Synthesizer(precision=self.precision, provider=self.provider,
-                                          threads=self.threads or None)
+                                          threads=self.threads or None, tuning=self.tuning,
+                                          cache=self.cache)
             return self._synth
+
+    @observe("cache")
+    def _cache_changed(self, change) -> None:
+        if self._synth is not None:
+            self._synth.cache = ChunkCache() if change["new"] else None
 
     @property
     def synth(self) -> Synthesizer:
@@ -162,7 +178,8 @@ class SpeakMagics(Magics, Configurable):
                 # The configured provider cannot run here; keep a CPU engine so the error
                 # is reported per call (by stream()) and other settings still work.
                 self._synth = Synthesizer(precision=self.precision, provider="cpu",
-                                          threads=self.threads or None)
+                                          threads=self.threads or None, tuning=self.tuning,
+                                          cache=self.cache)
         return self._synth
 
     # -- the magic --------------------------------------------------------------------------

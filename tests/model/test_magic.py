@@ -181,3 +181,25 @@ def test_unload_stops_streams_and_frees_sessions(ip, warm):
         assert not [n for n in names if n.startswith(("kokoro-lab-speech", "kokoro-lab-stream"))]
     finally:
         ip.run_line_magic("load_ext", "kokoro_lab")
+
+
+def test_an_assigned_line_magic_gets_the_finished_result_and_the_cache_is_a_setting(ip, warm):
+    from kokoro_lab.engine.cache import ChunkCache
+
+    warm.synth.cache = ChunkCache()  # the session's synthesizer runs without one
+    ip.run_cell("res2 = %speak --wait --no-play --no-plot Assigned at once.")
+    res2 = ip.user_ns["res2"]
+    assert isinstance(res2, SpeakResult) and res2.state == "complete" and res2.chunks
+    ip.run_cell("again = %speak --wait --no-play --no-plot Assigned at once.")
+    assert all(c.cached for c in ip.user_ns["again"].chunks)  # made before: from memory
+    breakdown = res2._feeder.milestones
+    assert list(breakdown)[:3] == ["magic parsed", "model ready", "request checked"]
+    ip.run_line_magic("config", "SpeakMagics.cache = False")
+    try:
+        assert warm.synth.cache is None
+        ip.run_cell("fresh = %speak --wait --no-play --no-plot Assigned at once.")
+        assert not any(c.cached for c in ip.user_ns["fresh"].chunks)
+        ip.run_line_magic("config", "SpeakMagics.cache = True")
+        assert warm.synth.cache is not None
+    finally:
+        warm.synth.cache = None

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
+
+# DNSMOS averages 16 start offsets by default (a model run each); the tests judge pipelines, not
+# the judge's own spread, so 4 will do (the judge's rules are unit-tested on their own).
+os.environ.setdefault("KOKORO_LAB_DNSMOS_OFFSETS", "4")
 
 
 @pytest.fixture(scope="session")

@@ -77,7 +77,7 @@ def tuning_check() -> Check:
     import warnings
 
     from ..engine.graphs.variants import VARIANTS
-    from ..engine.tuning import BUILT_IN, load_profile, profile_path
+    from ..engine.tuning import built_in, load_profile, profile_path
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -87,7 +87,7 @@ def tuning_check() -> Check:
             ": "))
     if caught:
         return Check("assets", "tuning", WARN, str(caught[0].message), "kokoro-lab tune")
-    return Check("assets", "tuning", INFO, f"{BUILT_IN.label}; no profile at {profile_path()}",
+    return Check("assets", "tuning", INFO, f"{built_in().label}; no profile at {profile_path()}",
                  "kokoro-lab tune  (measures this machine, a few minutes)")
 
 

@@ -7,7 +7,7 @@ The rules:
   other than ``"released"`` carries a certificate: it is used only after passing the by-ear
   judges on texts and voices it was not built on (``kokoro-lab tune`` measures and judges).
 * ``Synthesizer(tuning="auto")`` (the default) runs this machine's saved profile when there is
-  one, else :data:`BUILT_IN`, a safe choice that needs no measurement. ``tuning="off"`` runs
+  one, else :func:`built_in`, a safe choice that needs no measurement. ``tuning="off"`` runs
   the released graph with the engine's plain settings (:data:`OFF`), so anyone can compare the
   two in one process. A :class:`Tuning` may also be passed as is.
 * A profile is a small JSON file in the user config dir (``$KOKORO_LAB_CONFIG`` overrides) with
@@ -73,7 +73,15 @@ class Tuning:
 
 
 OFF = Tuning(name="off", source="tuning='off': the released graph, plain settings")
-BUILT_IN = Tuning(name="built-in", source="built-in (no profile measured here)")
+
+
+def built_in() -> Tuning:
+    """The safe choice with no measurement: the bit-identical GEMM rewrite where this CPU's
+    ``uint8 x int8`` GEMM is exact and fast (AMX, VNNI), else the released graph."""
+    from .graphs.variants import fast_int8_gemm
+
+    variant = "matmul-exact" if fast_int8_gemm() else "released"
+    return Tuning(variant=variant, name="built-in", source="built-in (no profile measured here)")
 
 
 def cpu_fingerprint() -> dict:
@@ -148,7 +156,7 @@ def _refuse(source: Path, why: str) -> None:
 
 
 def resolve(tuning: str | Tuning | None, known_variants: tuple[str, ...] = ()) -> Tuning:
-    """``"auto"``/None: the saved profile or :data:`BUILT_IN`; ``"off"``: :data:`OFF`; a
+    """``"auto"``/None: the saved profile or :func:`built_in`; ``"off"``: :data:`OFF`; a
     :class:`Tuning` as given (its variant checked)."""
     if isinstance(tuning, Tuning):
         if known_variants and tuning.variant not in known_variants:
@@ -158,9 +166,9 @@ def resolve(tuning: str | Tuning | None, known_variants: tuple[str, ...] = ()) -
     if tuning == "off":
         return OFF
     if tuning in (None, "auto"):
-        return load_profile(known_variants=known_variants) or BUILT_IN
+        return load_profile(known_variants=known_variants) or built_in()
     raise ValueError(f"tuning must be 'auto', 'off' or a Tuning, got {tuning!r}")
 
 
-__all__ = ["BUILT_IN", "OFF", "PROFILE_VERSION", "Tuning", "TuningWarning", "config_dir",
-           "cpu_fingerprint", "load_profile", "profile_path", "resolve", "save_profile"]
+__all__ = ["OFF", "PROFILE_VERSION", "Tuning", "TuningWarning", "config_dir",
+           "built_in", "cpu_fingerprint", "load_profile", "profile_path", "resolve", "save_profile"]

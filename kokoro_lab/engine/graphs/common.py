@@ -39,7 +39,7 @@ class Graph:
         self.producer = {o: n for n in self.graph.node for o in n.output if o}
         self.consumers = collections.defaultdict(list)
         for node in self.graph.node:
-            for name in node.input:
+            for name in dict.fromkeys(node.input):  # a node reading a tensor twice counts once
                 if name:
                     self.consumers[name].append(node)
         self.names = set(self.init) | set(self.producer) | {i.name for i in self.graph.input}
@@ -50,6 +50,37 @@ class Graph:
         if name not in self.init:
             raise RewriteError(f"{name!r} is expected to be a constant initializer")
         return numpy_helper.to_array(self.init[name])
+
+    def only(self, name: str, op_type: str) -> onnx.NodeProto | None:
+        """The one node reading ``name`` if it is an ``op_type``, else None."""
+        users = self.consumers.get(name, [])
+        return users[0] if len(users) == 1 and users[0].op_type == op_type else None
+
+    def made_by(self, name: str, op_type: str) -> onnx.NodeProto | None:
+        """The node making ``name`` if it is an ``op_type``, else None."""
+        node = self.producer.get(name)
+        return node if node is not None and node.op_type == op_type else None
+
+    def const(self, name: str, value: np.ndarray) -> str:
+        """A new initializer (added by :meth:`rebuild`)."""
+        self.new_init[name] = numpy_helper.from_array(np.asarray(value), name)
+        return name
+
+    def rebuild(self, model: onnx.ModelProto, replace: dict[str, list[onnx.NodeProto]],
+                drop: set[str]) -> None:
+        """Emit ``replace[out]`` where the node making ``out`` was, drop the nodes making
+        ``drop``, add the new initializers and prune what nothing reads any more."""
+        nodes = []
+        for node in self.graph.node:
+            first = node.output[0] if node.output else ""
+            if first in replace:
+                nodes += replace[first]
+            elif first not in drop:
+                nodes.append(node)
+        del self.graph.node[:]
+        self.graph.node.extend(nodes)
+        self.graph.initializer.extend(self.new_init.values())
+        prune(model)
 
     def only_consumer(self, name: str, op_type: str) -> onnx.NodeProto:
         users = self.consumers.get(name, [])

@@ -1,19 +1,286 @@
-"""Generator graph variants: the vocoder rewritten to run faster on some machines.
+"""Generator graph variants: the vocoder rewritten so its ops run where the CPU is fast.
 
 The rule: a variant is a pure rewrite of the generator stage (the graph with the phase-offset
 input, :mod:`kokoro_lab.engine.phase`), built once per source graph and cached under its hash
-and :data:`VARIANTS_VERSION`, like the derived precisions. No variant is used by default until
-it has passed the by-ear judges on this machine (``kokoro-lab tune``); ``"released"`` is the
-generator exactly as released.
+and :data:`VARIANTS_VERSION`, like the derived precisions. None is used by default unless it is
+bit-identical to the released graph or has passed the by-ear judges on this machine
+(``kokoro-lab tune``); ``"released"`` is the generator exactly as released.
+
+Why these rewrites (measured with ONNX Runtime's profiler, ``kokoro-lab ops``): 50 uint8
+``ConvInteger`` nodes are ~55–65 % of the vocoder. MLAS multiplies ``uint8 x int8`` matrices
+with its fastest kernels (AMX tiles, AVX512-VNNI) only when the *weights* are the signed,
+prepacked right-hand operand; ``ConvInteger`` puts the uint8 weights on the left and the
+activations on the right, so it gets the slow ``uint8 x uint8`` path (with int8 weights, a
+portable C fallback). So:
+
+* :func:`conv_integer_to_matmul` turns every 1-D ``ConvInteger`` fed by
+  ``DynamicQuantizeLinear`` into an in-graph im2col on the uint8 activations (``Transpose`` to
+  time-major, ``Pad`` with the activation zero point, one ``Gather`` of the ``k`` dilated taps)
+  and a matrix product against the weights re-expressed as int8 (``w - zero_point``: every
+  released weight fits, checked). With ``exact=True`` a ``MatMulInteger`` gives the very int32
+  the ``ConvInteger`` gave and the graph's own bias, cast and scale follow: the audio is
+  bit-identical. Otherwise ``MatMulIntegerToFloat`` applies scale and float bias inside the
+  GEMM (the bias is no longer rounded to the accumulator grid: the audio moves by what ORT's
+  fp32 graph moves, PESQ-WB ~4.4–4.5 against the released one).
+* :func:`adain_to_instance_norm` replaces each AdaIN's nine element-wise passes (mean, centre,
+  square, variance, eps, sqrt, divide, scale, shift) with one ``InstanceNormalization`` whose
+  scale and bias are the style's ``1 + gamma`` and ``beta``; with ``fold_snake`` the Snake that
+  follows, ``y + sin(a*y)^2 / a``, becomes ``(u + sin(u)^2) * (1/a)`` with
+  ``u = InstanceNorm(x, a*(1 + gamma), a*beta)``: five passes instead of six, no ``Pow``.
+
+Valid on any CPU, fast only where ``uint8 x int8`` GEMM is fast. On an AVX2 CPU without VNNI,
+MLAS's ``u8 x s8`` kernel sums pairs of products in 16 bits and may saturate (|w| reaches 88
+here), so the exact variant is exact only where :func:`fast_int8_gemm` holds; ``tune`` judges
+every variant by ear anyway.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
+import numpy as np
 import onnx
+from onnx import helper
+
+from .common import Graph, RewriteError
 
 VARIANTS_VERSION = 1  # bump when a rewrite changes, so cached variant graphs are rebuilt
+MS_DOMAIN = "com.microsoft"
+# MLAS's u8 x s8 GEMM is exact and fast with these (AMX tiles, or VNNI dot products).
+FAST_INT8_FEATURES = ("amx_int8", "avx512_vnni", "avx_vnni")
+
+
+def fast_int8_gemm(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """True when this CPU (and its kernel) offer an instruction set MLAS's ``u8 x s8`` GEMM
+    runs exactly and fast on (Linux; False where it cannot tell)."""
+    try:
+        text = Path(cpuinfo).read_text(encoding="utf-8")
+    except OSError:
+        return False
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines()
+                  if line.startswith("flags")), [])
+    return any(feature in flags for feature in FAST_INT8_FEATURES)
+
+
+def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
+    return onnx.ModelProto.FromString(model.SerializeToString())
+
+
+def _attrs(node: onnx.NodeProto) -> dict:
+    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+
+def _epilogue(g: Graph, conv: onnx.NodeProto, act_scale: str):
+    """``ConvInteger -> [Add int32 bias] -> Cast -> Mul(act_scale * w_scale)`` of one conv.
+
+    Returns ``(float bias or None, weight scale, outputs consumed, the final Mul)``; the float
+    bias is the numerator of the quantizer's ``Div(bias, scale) -> Floor -> Cast -> Reshape``.
+    """
+    bias, consumed = None, [conv.output[0]]
+    add = g.only(conv.output[0], "Add")
+    if add is not None:
+        name = next(i for i in add.input if i != conv.output[0])
+        chain = []
+        for op in ("Reshape", "Cast", "Floor", "Div"):
+            node = g.made_by(name, op)
+            if node is None:
+                raise RewriteError(f"{conv.name}: the bias is not a quantized float constant")
+            chain.append(node)
+            name = node.input[0]
+        bias = chain[-1].input[0]
+        consumed.append(add.output[0])
+    cast = g.only(consumed[-1], "Cast")
+    mul = g.only(cast.output[0], "Mul") if cast is not None else None
+    if mul is None:
+        raise RewriteError(f"{conv.name}: no Cast -> Mul after the integer conv")
+    product = g.made_by(next(i for i in mul.input if i != cast.output[0]), "Mul")
+    scales = [i for i in product.input if i != act_scale] if product is not None else []
+    if len(scales) != 1 or scales[0] not in g.init or g.array(scales[0]).size != 1:
+        raise RewriteError(f"{conv.name}: the output scale is not activation x weight scale")
+    consumed.append(cast.output[0])
+    return bias, scales[0], consumed, mul
+
+
+def _im2col(g: Graph, node: onnx.NodeProto, attrs: dict, x_zero: str, k: int
+            ) -> tuple[list[onnx.NodeProto], str]:
+    """Time-major im2col of a ConvInteger's uint8 input: ``col[t, j*C + c] =
+    x[c, t*stride + j*dilation - pad_left]`` (padded with the activation zero point)."""
+    left, right = attrs.get("pads", [0, 0])
+    stride, dilation = attrs.get("strides", [1])[0], attrs.get("dilations", [1])[0]
+    p = node.name + "/gemm/"
+    new = [helper.make_node("Transpose", [node.input[0]], [p + "xT"], perm=[0, 2, 1],
+                            name=p + "to_time_major")]
+    col = p + "xT"
+    if left or right:
+        pads = g.const(p + "pads", np.array([0, left, 0, 0, right, 0], np.int64))
+        new.append(helper.make_node("Pad", [col, pads, x_zero], [p + "xTp"], name=p + "pad"))
+        col = p + "xTp"
+    if k == 1 and stride == 1:
+        return new, col
+    new += [  # index[t, j] = t * stride + j * dilation, for every t a whole window fits
+        helper.make_node("Shape", [col], [p + "len"], start=1, end=2),
+        helper.make_node("Sub", [p + "len", g.const(p + "span", np.array(
+            [dilation * (k - 1)], np.int64))], [p + "room"]),
+        helper.make_node("Squeeze", [p + "room", g.const(p + "axis0", np.array(
+            [0], np.int64))], [p + "room0"]),
+        helper.make_node("Range", [g.const(p + "zero", np.array(0, np.int64)), p + "room0",
+                                   g.const(p + "stride", np.array(stride, np.int64))],
+                         [p + "starts"]),
+        helper.make_node("Unsqueeze", [p + "starts", g.const(p + "axis1", np.array(
+            [1], np.int64))], [p + "starts1"]),
+        helper.make_node("Add", [p + "starts1", g.const(p + "taps", (
+            np.arange(k, dtype=np.int64) * dilation)[None])], [p + "index"]),
+        helper.make_node("Gather", [col, p + "index"], [p + "taps4"], axis=1,
+                         name=p + "im2col"),
+        helper.make_node("Reshape", [p + "taps4", g.const(p + "flat", np.array(
+            [0, 0, -1], np.int64))], [p + "col"]),
+    ]
+    return new, p + "col"
+
+
+def conv_integer_to_matmul(model: onnx.ModelProto, exact: bool = False) -> onnx.ModelProto:
+    """Every 1-D ``ConvInteger`` (group 1, fed by ``DynamicQuantizeLinear``) as im2col and a
+    ``uint8 x int8`` GEMM (see the module docstring); ``exact`` keeps the int32 product and the
+    graph's own epilogue (bit-identical audio)."""
+    out = _copy(model)
+    g = Graph(out.graph)
+    replace: dict[str, list[onnx.NodeProto]] = {}
+    drop: set[str] = set()
+    for node in out.graph.node:
+        attrs = _attrs(node)
+        if node.op_type != "ConvInteger" or attrs.get("group", 1) != 1 \
+                or len(attrs.get("kernel_shape", [])) != 1 \
+                or attrs.get("auto_pad", b"NOTSET") != b"NOTSET":
+            continue
+        quant = g.made_by(node.input[0], "DynamicQuantizeLinear")
+        if quant is None or len(node.input) < 3 or node.input[2] != quant.output[2]:
+            continue
+        zero = int(g.array(node.input[3]).ravel()[0]) if len(node.input) > 3 and \
+            node.input[3] else 0
+        weight = g.array(node.input[1]).astype(np.int32) - zero
+        if weight.min() < -128 or weight.max() > 127:
+            continue  # not representable as int8 without changing values: leave this conv
+        m, c, k = weight.shape
+        x_zero = quant.output[2]
+        b = g.const(node.name + "/gemm/B", weight.transpose(2, 1, 0).reshape(k * c, m)
+                    .astype(np.int8))
+        new, col = _im2col(g, node, attrs, x_zero, k)
+        p = node.name + "/gemm/"
+        if exact:
+            new += [helper.make_node("MatMulInteger", [col, b, x_zero], [p + "yT"]),
+                    helper.make_node("Transpose", [p + "yT"], [node.output[0]], perm=[0, 2, 1],
+                                     name=p + "to_channel_major")]
+            replace[node.output[0]] = new
+            continue
+        bias, w_scale, consumed, mul = _epilogue(g, node, quant.output[1])
+        inputs = [col, b, quant.output[1], w_scale, x_zero] + (["", bias] if bias else [])
+        new += [helper.make_node("MatMulIntegerToFloat", inputs, [p + "yT"], domain=MS_DOMAIN,
+                                 name=p + "gemm"),
+                helper.make_node("Transpose", [p + "yT"], [mul.output[0]], perm=[0, 2, 1],
+                                 name=p + "to_channel_major")]
+        replace[mul.output[0]] = new
+        drop.update(consumed)
+    if not replace:
+        raise RewriteError("no ConvInteger fed by DynamicQuantizeLinear to rewrite")
+    if not any(o.domain == MS_DOMAIN for o in out.opset_import):
+        out.opset_import.append(helper.make_opsetid(MS_DOMAIN, 1))
+    g.rebuild(out, replace, drop)
+    return out
+
+
+def _snake_after(g: Graph, y: str):
+    """The Snake ``Add(y, Mul(1/a, Pow(Sin(Mul(a, y)), 2)))`` reading ``y``: (a, 1/a, nodes)."""
+    users = g.consumers.get(y, [])
+    scale = [u for u in users if u.op_type == "Mul" and any(i in g.init for i in u.input)]
+    if len(users) != 2 or len(scale) != 1:
+        return None
+    sin = g.only(scale[0].output[0], "Sin")
+    power = g.only(sin.output[0], "Pow") if sin is not None else None
+    inverse = g.only(power.output[0], "Mul") if power is not None else None
+    add = g.only(inverse.output[0], "Add") if inverse is not None else None
+    if add is None or y not in add.input or float(g.array(power.input[1])) != 2.0:
+        return None
+    alpha = next(i for i in scale[0].input if i in g.init)
+    recip = next((i for i in inverse.input if i in g.init), None)
+    if recip is None or not np.allclose(g.array(alpha) * g.array(recip), 1.0, rtol=1e-5):
+        return None
+    return alpha, recip, [scale[0], sin, power, inverse, add]
+
+
+def _adain(g: Graph, mean: onnx.NodeProto):
+    """The AdaIN normalisation starting at a ReduceMean over time: (its nodes, eps, the
+    (scale Mul, shift Add) pairs reading it), or None."""
+    x = mean.input[0]
+    centre = g.only(mean.output[0], "Sub")
+    if centre is None or centre.input[0] != x:
+        return None
+    users = {u.op_type: u for u in g.consumers[centre.output[0]]}
+    square, divide = users.get("Mul"), users.get("Div")
+    if len(users) != 2 or square is None or divide is None \
+            or list(square.input) != [centre.output[0]] * 2:
+        return None
+    var = g.only(square.output[0], "ReduceMean")
+    add_eps = g.only(var.output[0], "Add") if var is not None else None
+    root = g.only(add_eps.output[0], "Sqrt") if add_eps is not None else None
+    if root is None or list(divide.input) != [centre.output[0], root.output[0]]:
+        return None
+    branches = g.consumers[divide.output[0]]
+    affine = [(s, g.only(s.output[0], "Add")) for s in branches if s.op_type == "Mul"]
+    if not affine or len(affine) != len(branches) or any(a is None for _, a in affine):
+        return None
+    eps = float(g.array(next(i for i in add_eps.input if i in g.init)))
+    return [mean, centre, square, var, add_eps, root, divide], eps, affine
+
+
+def adain_to_instance_norm(model: onnx.ModelProto, fold_snake: bool = True) -> onnx.ModelProto:
+    """Each AdaIN over time (axis 2) as one ``InstanceNormalization`` (a normalisation shared
+    by several AdaINs is computed per AdaIN); ``fold_snake`` also rewrites the Snake after it
+    (see the module docstring)."""
+    out = _copy(model)
+    g = Graph(out.graph)
+    replace: dict[str, list[onnx.NodeProto]] = {}
+    drop: set[str] = set()
+    for mean in out.graph.node:
+        if mean.op_type != "ReduceMean" or len(mean.input) < 2 or mean.input[1] not in g.init \
+                or g.array(mean.input[1]).tolist() != [2]:
+            continue
+        found = _adain(g, mean)
+        if found is None:
+            continue
+        chain, eps, affine = found
+        drop.update(n.output[0] for n in chain)
+        for scale_mul, shift_add in affine:
+            divided = chain[-1].output[0]
+            gamma = next(i for i in scale_mul.input if i != divided)  # 1 + gamma
+            beta = next(i for i in shift_add.input if i != scale_mul.output[0])
+            p = scale_mul.name.rsplit("/", 1)[0] + "/instance_norm/"
+            new, y = [], shift_add.output[0]
+            snake = _snake_after(g, y) if fold_snake else None
+            if snake is not None:
+                alpha, recip, nodes = snake
+                new += [helper.make_node("Mul", [gamma, alpha], [p + "a_gamma"]),
+                        helper.make_node("Mul", [beta, alpha], [p + "a_beta"])]
+                gamma, beta, y = p + "a_gamma", p + "a_beta", p + "u"
+                drop.update(n.output[0] for n in nodes)
+            flat = g.const(p + "flat", np.array([-1], np.int64))
+            new += [helper.make_node("Reshape", [gamma, flat], [p + "scale"]),
+                    helper.make_node("Reshape", [beta, flat], [p + "bias"]),
+                    helper.make_node("InstanceNormalization", [mean.input[0], p + "scale",
+                                                               p + "bias"],
+                                     [y], epsilon=eps, name=p + "norm")]
+            if snake is not None:
+                new += [helper.make_node("Sin", [y], [p + "sin"], name=p + "sin"),
+                        helper.make_node("Mul", [p + "sin", p + "sin"], [p + "sin2"]),
+                        helper.make_node("Add", [y, p + "sin2"], [p + "v"]),
+                        helper.make_node("Mul", [p + "v", recip], [nodes[-1].output[0]],
+                                         name=p + "snake")]
+            replace[shift_add.output[0]] = new
+            drop.add(scale_mul.output[0])
+    if not replace:
+        raise RewriteError("no AdaIN (ReduceMean over time … Mul, Add) pattern found")
+    g.rebuild(out, replace, drop)
+    return out
 
 
 def released(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -21,7 +288,21 @@ def released(model: onnx.ModelProto) -> onnx.ModelProto:
     return model
 
 
-VARIANTS: dict[str, Callable[[onnx.ModelProto], onnx.ModelProto]] = {"released": released}
+def matmul_exact(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The convolutions as ``uint8 x int8`` GEMMs, bit-identical audio."""
+    return conv_integer_to_matmul(model, exact=True)
+
+
+def matmul_fused(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The convolutions as GEMMs with scale and bias fused in, AdaIN as instance norm and the
+    Snake folded into it (judged by ear before use)."""
+    return adain_to_instance_norm(conv_integer_to_matmul(model), fold_snake=True)
+
+
+VARIANTS: dict[str, Callable[[onnx.ModelProto], onnx.ModelProto]] = {
+    "released": released, "matmul-exact": matmul_exact, "matmul-fused": matmul_fused,
+}
+EXACT = ("released", "matmul-exact")  # bit-identical to the released graph where GEMM is exact
 
 
 def build(name: str, model: onnx.ModelProto) -> onnx.ModelProto:
@@ -31,4 +312,6 @@ def build(name: str, model: onnx.ModelProto) -> onnx.ModelProto:
     return VARIANTS[name](model)
 
 
-__all__ = ["VARIANTS", "VARIANTS_VERSION", "build", "released"]
+__all__ = ["EXACT", "VARIANTS", "VARIANTS_VERSION", "adain_to_instance_norm", "build",
+           "conv_integer_to_matmul", "fast_int8_gemm", "matmul_exact", "matmul_fused",
+           "released"]

@@ -1,0 +1,127 @@
+"""The generator graph variants on hand-built graphs of the released pattern: the exact GEMM
+rewrite gives the very same numbers, the fused one the same convolution to float rounding, and
+AdaIN + Snake fold into instance norm without changing what they compute."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from kokoro_lab.engine.graphs import variants
+from kokoro_lab.engine.graphs.common import RewriteError
+
+C, M, K, T = 8, 6, 3, 40
+
+
+def _const(name: str, value) -> onnx.TensorProto:
+    return numpy_helper.from_array(np.asarray(value), name)
+
+
+def conv_graph(bias: bool, dilation: int = 2) -> onnx.ModelProto:
+    """x → DynamicQuantizeLinear → ConvInteger(uint8 w) [→ Add int32 bias] → Cast → Mul(scales),
+    as the released int8 graph quantizes each vocoder convolution."""
+    rng = np.random.default_rng(0)
+    weight = rng.integers(60, 196, (M, C, K)).astype(np.uint8)
+    pad = dilation * (K - 1) // 2
+    nodes = [
+        helper.make_node("DynamicQuantizeLinear", ["x"], ["xq", "xs", "xz"]),
+        helper.make_node("ConvInteger", ["xq", "w", "xz", "wz"], ["acc"], name="/conv",
+                         kernel_shape=[K], pads=[pad, pad], dilations=[dilation]),
+        helper.make_node("Mul", ["xs", "ws"], ["scale"]),
+    ]
+    inits = [_const("w", weight), _const("wz", np.array(128, np.uint8)),
+             _const("ws", np.array(0.01, np.float32))]
+    last = "acc"
+    if bias:
+        nodes += [helper.make_node("Div", ["bias_f", "scale"], ["bq"]),
+                  helper.make_node("Floor", ["bq"], ["bfl"]),
+                  helper.make_node("Cast", ["bfl"], ["bi"], to=TensorProto.INT32),
+                  helper.make_node("Reshape", ["bi", "bshape"], ["b3"]),
+                  helper.make_node("Add", ["acc", "b3"], ["acc_b"])]
+        inits += [_const("bias_f", rng.normal(0, 0.5, M).astype(np.float32)),
+                  _const("bshape", np.array([1, M, 1], np.int64))]
+        last = "acc_b"
+    nodes += [helper.make_node("Cast", [last], ["accf"], to=TensorProto.FLOAT),
+              helper.make_node("Mul", ["accf", "scale"], ["y"])]
+    graph = helper.make_graph(nodes, "conv", [helper.make_tensor_value_info(
+        "x", TensorProto.FLOAT, [1, C, None])], [helper.make_tensor_value_info(
+            "y", TensorProto.FLOAT, [1, M, None])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def run(model: onnx.ModelProto, feeds: dict) -> np.ndarray:
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return session.run(None, feeds)[0]
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_the_exact_gemm_rewrite_gives_the_very_same_numbers(bias):
+    model = conv_graph(bias)
+    x = {"x": np.random.default_rng(1).normal(0, 1, (1, C, T)).astype(np.float32)}
+    exact = variants.conv_integer_to_matmul(model, exact=True)
+    assert not [n for n in exact.graph.node if n.op_type == "ConvInteger"]
+    assert [n.op_type for n in exact.graph.node].count("MatMulInteger") == 1
+    np.testing.assert_array_equal(run(exact, x), run(model, x))
+    fused = variants.conv_integer_to_matmul(model)
+    assert [n.op_type for n in fused.graph.node].count("MatMulIntegerToFloat") == 1
+    np.testing.assert_allclose(run(fused, x), run(model, x), rtol=1e-4, atol=0.02)
+
+
+def adain_snake_graph() -> onnx.ModelProto:
+    """AdaIN over time, then a Snake: ``y + sin(a*y)^2 / a`` with ``y = norm(x)*(1+g) + b``."""
+    rng = np.random.default_rng(2)
+    alpha = rng.uniform(0.5, 2.0, (1, C, 1)).astype(np.float32)
+    nodes = [
+        helper.make_node("ReduceMean", ["x", "axis"], ["mean"], keepdims=1),
+        helper.make_node("Sub", ["x", "mean"], ["centre"]),
+        helper.make_node("Mul", ["centre", "centre"], ["square"]),
+        helper.make_node("ReduceMean", ["square", "axis"], ["var"], keepdims=1),
+        helper.make_node("Add", ["var", "eps"], ["var_eps"]),
+        helper.make_node("Sqrt", ["var_eps"], ["std"]),
+        helper.make_node("Div", ["centre", "std"], ["normed"]),
+        helper.make_node("Mul", ["normed", "gamma1"], ["scaled"], name="/block/scale"),
+        helper.make_node("Add", ["scaled", "beta"], ["y"]),
+        helper.make_node("Mul", ["y", "alpha"], ["ay"]),
+        helper.make_node("Sin", ["ay"], ["s"]),
+        helper.make_node("Pow", ["s", "two"], ["s2"]),
+        helper.make_node("Mul", ["s2", "recip"], ["s2a"]),
+        helper.make_node("Add", ["y", "s2a"], ["out"]),
+    ]
+    inits = [_const("axis", np.array([2], np.int64)), _const("eps", np.array(1e-5, np.float32)),
+             _const("alpha", alpha), _const("recip", (1 / alpha).astype(np.float32)),
+             _const("two", np.array(2.0, np.float32))]
+    graph = helper.make_graph(nodes, "adain", [
+        helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, C, None]),
+        helper.make_tensor_value_info("gamma1", TensorProto.FLOAT, [1, C, 1]),
+        helper.make_tensor_value_info("beta", TensorProto.FLOAT, [1, C, 1])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, C, None])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+
+
+def test_adain_and_snake_fold_into_instance_norm():
+    model = adain_snake_graph()
+    rng = np.random.default_rng(3)
+    feeds = {"x": rng.normal(0, 2, (1, C, T)).astype(np.float32),
+             "gamma1": rng.uniform(0.5, 1.5, (1, C, 1)).astype(np.float32),
+             "beta": rng.normal(0, 0.3, (1, C, 1)).astype(np.float32)}
+    folded = variants.adain_to_instance_norm(model)
+    ops = [n.op_type for n in folded.graph.node]
+    assert "InstanceNormalization" in ops and "Pow" not in ops and "ReduceMean" not in ops
+    np.testing.assert_allclose(run(folded, feeds), run(model, feeds), rtol=1e-4, atol=1e-4)
+
+
+def test_a_graph_without_the_pattern_is_refused_and_names_are_checked():
+    plain = helper.make_model(helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])], "plain",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])]))
+    with pytest.raises(RewriteError, match="no ConvInteger"):
+        variants.conv_integer_to_matmul(plain)
+    with pytest.raises(RewriteError, match="no AdaIN"):
+        variants.adain_to_instance_norm(plain)
+    with pytest.raises(ValueError, match="unknown graph variant 'fastest'"):
+        variants.build("fastest", plain)
+    assert variants.build("released", plain) is plain

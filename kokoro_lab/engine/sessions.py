@@ -252,20 +252,20 @@ def stage_path(model: Path, stage: str, variant: str = "released") -> Path:
     from . import phase, split  # onnx is only imported when a split is asked for
 
     paths = split.split_model(model)
-    if stage == "front":
-        return paths.front
     # The generator stage takes a phase offset, so it can start after skipped frames; with an
     # offset of zero it is the unsplit model's vocoder, bit for bit.
-    generator = phase.phase_graph_path(paths)
+    graph = paths.front if stage == "front" else phase.phase_graph_path(paths)
+    if stage == "front":  # every GEMM variant runs the front stage's convolutions exactly
+        variant = "released" if variant == "released" else "matmul-exact"
     if variant == "released":
-        return generator
+        return graph
     import onnx
 
     from .graphs import variants
 
     return split.cached_graph(
-        paths.sha256, f"generator-{variant}-v{variants.VARIANTS_VERSION}.onnx",
-        lambda: variants.build(variant, onnx.load(str(generator))))
+        paths.sha256, f"{stage}-{variant}-v{variants.VARIANTS_VERSION}.onnx",
+        lambda: variants.build(variant, onnx.load(str(graph))))
 
 
 class SessionCache:
@@ -281,7 +281,7 @@ class SessionCache:
             spinning: bool = True) -> LoadedSession:
         path = Path(model) if model else assets.model_path(precision)
         threads = threads or default_threads()
-        variant = variant if stage == "generator" else "released"
+        variant = variant if stage in ("front", "generator") else "released"
         key = (stage, precision, provider.lower(), str(path), threads, variant, spinning)
         with self._lock:
             if key not in self._sessions:

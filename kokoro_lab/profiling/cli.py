@@ -79,7 +79,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         description="Time every graph variant and session setting against the released graph "
                     "on held-out text, judge each by ear (PESQ-WB, DNSMOS), print the table and "
                     "save the winner as this machine's profile (Synthesizer() then uses it).")
-    tune.add_argument("--budget-s", type=float, default=180.0,
+    tune.add_argument("--budget-s", type=float, default=300.0,
                       help="stop measuring new candidates after this many seconds")
     tune.add_argument("--repeats", type=int, default=3, help="interleaved timing passes")
     tune.add_argument("--no-save", action="store_true", help="print the table only")

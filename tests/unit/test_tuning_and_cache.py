@@ -31,6 +31,7 @@ def test_a_saved_profile_is_used_on_this_cpu(config):
 def test_no_profile_means_the_built_in_tuning(config):
     assert tuning.resolve(None) == built_in() == tuning.resolve("auto")
     assert built_in().variant in ("released", "matmul-exact")  # only what needs no judging
+    assert not built_in().spinning
 
 
 @pytest.mark.parametrize("damage, why", [

@@ -100,9 +100,12 @@ class Synthesizer:
         synthesizer's own by default); its sessions are made once per process."""
         precision = precision or self.precision
         model = self._model if precision == self.precision else None
+        # The graph variants rewrite the int8 release's integer convolutions; fp32 and fp16
+        # graphs have none, so they run as derived.
+        variant = self.tuning.variant if precision == "int8" else "released"
         return Decoder(mode or self.decoder, precision, (provider or self.provider).lower(),
                        threads or self.threads, model, self._silent,
-                       variant=self.tuning.variant, spinning=self.tuning.spinning)
+                       variant=variant, spinning=self.tuning.spinning)
 
     def lane_decoder(self, main: Decoder) -> Decoder | None:
         """The decoder lanes share (concurrent runs are safe in ONNX Runtime), or None."""

@@ -46,7 +46,7 @@ def test_the_same_text_again_plays_from_the_cache(synth):
     first = list(cached.stream(text))
     second = list(cached.stream(text))
     assert not any(c.cached for c in first)
-    assert second[0].cached and second[0].synthesis_ms < 50
+    assert second[0].cached and second[0].started == second[0].finished  # nothing synthesized
     for made, replayed in zip(first, second, strict=False):
         if replayed.cached:
             np.testing.assert_array_equal(made.audio, replayed.audio)

@@ -14,9 +14,9 @@ The rules:
   voices no variant was built or calibrated on (:data:`TEXTS`, :data:`VOICES`). A candidate
   that fails to build or to pass is never used, and the table says why.
 * The winner is the fastest candidate that passed; it is saved as this machine's profile
-  (:mod:`kokoro_lab.engine.tuning`) unless the machine was busy (load average above half its
-  cores before or after): then the figures are reported as noisy and nothing is saved unless
-  ``force``.
+  (:mod:`kokoro_lab.engine.tuning`) unless the machine was busy: when other processes used more
+  than :data:`BUSY_SHARE` of the CPU while it measured (the load average would count tune's own
+  work), the figures are reported as noisy and nothing is saved unless ``force``.
 * ``budget_s`` bounds the whole run: candidates not reached are listed as not measured.
 """
 
@@ -39,7 +39,7 @@ from ..engine.tuning import OFF, cpu_fingerprint, save_profile
 
 PESQ_MEAN_BAR, PESQ_MIN_BAR = 4.0, 3.6
 DNSMOS_SLACK = 0.02
-BUSY_LOAD = 0.5  # load average per core above which timings are called noisy
+BUSY_SHARE = 0.25  # other processes' share of all cores above which timings are noisy
 # Held out: no variant is built or calibrated on these (calibration uses lab.texts.LONG).
 TEXTS = (
     "When the ferry finally pulled away from the pier, the passengers crowded along the rail.",
@@ -69,7 +69,7 @@ class TuneRow:
 class TuneReport:
     rows: list[TuneRow]
     winner: TuneRow | None
-    load: tuple[float, float]  # load average before and after
+    others_busy: float  # share of the CPU other processes used while tune measured
     noisy: bool
     saved: str | None = None
     cpu: dict = field(default_factory=cpu_fingerprint)
@@ -77,9 +77,8 @@ class TuneReport:
     def markdown(self) -> str:
         lines = [f"CPU: {self.cpu['model']} ({self.cpu['cores']} cores; "
                  f"{', '.join(self.cpu['features']) or 'no listed features'})",
-                 f"load average {self.load[0]:.2f} before, {self.load[1]:.2f} after"
-                 + (" — NOISY: figures are not trustworthy, nothing saved" if self.noisy
-                    else ""), "",
+                 f"other processes used {self.others_busy:.0%} of the CPU while tune measured"
+                 + (" — NOISY: figures are not trustworthy" if self.noisy else ""), "",
                  "| tuning | generator ms per s of audio | speed-up | first audible ms | "
                  "PESQ-WB mean (min) | DNSMOS Δ | verdict |", "|---|---:|---:|---:|---:|---:|---|"]
         for row in self.rows:
@@ -117,7 +116,7 @@ def tune(budget_s: float = 300.0, *, save: bool = True, force: bool = False,
          progress: bool = True, repeats: int = 3) -> TuneReport:
     """Measure :func:`candidates` against ``tuning="off"`` and keep the fastest that passes."""
     started = time.monotonic()
-    load_before = _load()
+    others = _OtherProcesses()
     baseline = _Measured(OFF)
     rows: list[TuneRow] = []
     for index, tuning in enumerate(candidates()):
@@ -126,13 +125,12 @@ def tune(budget_s: float = 300.0, *, save: bool = True, force: bool = False,
             continue
         _say(progress, f"[{index + 1}/{len(candidates())}] {tuning.name} …")
         rows.append(_measure(tuning, baseline, repeats))
-    load_after = _load()
-    noisy = max(load_before, load_after) > BUSY_LOAD * (os.cpu_count() or 1)
+    busy = others.share()
     passing = [r for r in rows if r.passed]
     winner = min(passing, key=lambda r: r.ms_per_audio_s, default=None)
-    report = TuneReport(rows=[baseline.row(), *rows], winner=winner,
-                        load=(load_before, load_after), noisy=noisy)
-    if winner is not None and save and (force or not noisy):
+    report = TuneReport(rows=[baseline.row(), *rows], winner=winner, others_busy=busy,
+                        noisy=busy > BUSY_SHARE)
+    if winner is not None and save and (force or not report.noisy):
         chosen = replace(winner.tuning, figures={
             "ms_per_audio_s": winner.ms_per_audio_s, "speedup": winner.speedup,
             "first_audible_ms": winner.first_audible_ms, "pesq_mean": winner.pesq_mean,
@@ -231,8 +229,26 @@ def _median(values: list[float]) -> float | None:
     return statistics.median(values) if values else None
 
 
-def _load() -> float:
-    return os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+class _OtherProcesses:
+    """How much of the CPU processes other than this one (and its children) use from now on."""
+
+    def __init__(self):
+        import psutil
+
+        self._psutil = psutil
+        self.started = time.monotonic()
+        self.total, self.own = self._times()
+
+    def _times(self) -> tuple[float, float]:
+        total = self._psutil.cpu_times()
+        own = self._psutil.Process().cpu_times()
+        return (total.user + total.system + getattr(total, "nice", 0.0),
+                own.user + own.system + own.children_user + own.children_system)
+
+    def share(self) -> float:
+        total, own = self._times()
+        wall = (time.monotonic() - self.started) * (os.cpu_count() or 1)
+        return max(0.0, (total - self.total) - (own - self.own)) / wall if wall > 0 else 0.0
 
 
 def _say(progress: bool, text: str) -> None:
@@ -240,5 +256,5 @@ def _say(progress: bool, text: str) -> None:
         print(text, file=sys.stderr, flush=True)
 
 
-__all__ = ["DNSMOS_SLACK", "PESQ_MEAN_BAR", "PESQ_MIN_BAR", "TuneReport", "TuneRow",
+__all__ = ["BUSY_SHARE", "DNSMOS_SLACK", "PESQ_MEAN_BAR", "PESQ_MIN_BAR", "TuneReport", "TuneRow",
            "candidates", "tune"]

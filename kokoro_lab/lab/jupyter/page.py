@@ -47,8 +47,22 @@ READ_PLAYERS = """() => {
 }"""
 
 
+# Every JupyterLab dialog a page shows, with when it appeared: read when a click fails.
+WATCH_DIALOGS = """(() => {
+  window.__dialogs = [];
+  new MutationObserver(() => {
+    for (const d of document.querySelectorAll('.jp-Dialog')) {
+      if (d.dataset.seen) continue;
+      d.dataset.seen = '1';
+      window.__dialogs.push({at: performance.now(), text: d.innerText.replace(/\\s+/g, ' ')});
+    }
+  }).observe(document.documentElement, {childList: true, subtree: true});
+})();"""
+
+
 def open_notebook(browser, url: str, init_script: str | None = None, height: int = 1600):
     page = browser.new_page(viewport={"width": 1280, "height": height})
+    page.add_init_script(WATCH_DIALOGS)
     if init_script:
         page.add_init_script(init_script)
     page.goto(url, timeout=120_000)
@@ -74,15 +88,28 @@ def run_all(page) -> None:
     first = page.locator(".jp-Notebook .jp-CodeCell").first.locator(".jp-InputPrompt")
     for _ in range(3):
         dismiss_dialog(page)
-        page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).first.click()
-        page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).first.click()
+        try:
+            page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).first.click(
+                timeout=10_000)
+            page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).first \
+                .click(timeout=10_000)
+        except Exception as error:  # a dialog opened between the check and the click
+            if "intercepts pointer events" not in str(error):
+                raise
+            dismiss_dialog(page, timeout_s=0)
+            continue
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline:
             if re.search(r"\[(\*|\d+)\]", first.inner_text()):
                 return
             time.sleep(0.1)
         page.keyboard.press("Escape")
-    raise AssertionError("Run All Cells did not start the notebook")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "failed-run-all.png"))
+    dialog = page.locator(".jp-Dialog")
+    shown = " ".join(dialog.first.inner_text().split()) if dialog.count() else "none"
+    raise AssertionError(f"Run All Cells did not start the notebook (dialog now: {shown}; "
+                         f"dismissed before: {DIALOGS})")
 
 
 DIALOGS: list[str] = []  # the text of every dialog dismissed, for the failure report
@@ -100,6 +127,7 @@ def dismiss_dialog(page, timeout_s: float = 10) -> None:
         return
     text = " ".join(dialog.first.inner_text().split())
     DIALOGS.append(text)
+    print(f"dismissed a JupyterLab dialog: {text}", flush=True)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / f"dialog-{len(DIALOGS)}.png"))
     button = dialog.first.locator(".jp-Dialog-footer .jp-mod-accept")
@@ -134,7 +162,14 @@ def cell(page, index: int):
 
 
 def focus(page, index: int) -> None:
-    cell(page, index).locator(".cm-content").click()
+    dismiss_dialog(page, timeout_s=2)
+    try:
+        cell(page, index).locator(".cm-content").click(timeout=10_000)
+    except Exception as error:  # a dialog opened between the check and the click
+        if "intercepts pointer events" not in str(error):
+            raise
+        dismiss_dialog(page, timeout_s=0)
+        cell(page, index).locator(".cm-content").click(timeout=10_000)
 
 
 def wait_done(page, index: int, timeout_s: float = 240) -> None:

@@ -275,6 +275,17 @@ class Player(anywidget.AnyWidget):
     def _set_stream(self, value: dict) -> None:
         self.stream = {**value, "age_ms": self._age_ms()}
 
+    def _handle_msg(self, msg: dict) -> None:
+        # A page that connects late (a reload, a second tab) asks for the state; the last
+        # update's age_ms may be seconds old by then (no chunk pushed since), and the page
+        # would take itself for one that saw the stream begin. So a live stream's age is
+        # renewed just before the state goes out.
+        if msg.get("content", {}).get("data", {}).get("method") == "request_state":
+            with self._lock:
+                if self.stream.get("state") == "live":
+                    self._set_stream(self.stream)
+        super()._handle_msg(msg)
+
     def _close_chunks(self) -> None:
         for chunk in self._chunks:
             chunk.close()

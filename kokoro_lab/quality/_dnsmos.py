@@ -9,7 +9,9 @@ The rules, and why this does not call ``speechmos.dnsmos.run``:
 * One reading moves by up to ~0.07 when the same audio shifts by 25 ms, so the score is averaged
   over start offsets spread evenly within one hop (:data:`DNSMOS_OFFSETS`, fewer for audio over
   20 s, at least 4), each offset's windows averaged first so every offset weighs the same.
-* Audio shorter than a window is looped to cover one, as the model's own code does, so compare
+* Audio shorter than a window and a hop is looped to cover them, as the model's own code loops
+  a short clip, and cut there: one window per start offset (a doubled 2 s clip would give seven
+  windows of the same loop per offset, seven times the work for the same reading). Compare
   clips of similar length.
 * The P.808 model's mel spectrogram is computed here in numpy, exactly as speechmos asks
   librosa for it (a 321-point centred STFT, hop 160, 120 Slaney mel bands, power in dB against
@@ -57,8 +59,8 @@ def dnsmos(audio: np.ndarray, sample_rate: int = SAMPLE_RATE,
     duration_s = samples.size / DNSMOS_RATE
     count = offsets or min(DNSMOS_OFFSETS, max(4, int(DNSMOS_OFFSET_BUDGET_S
                                                       / max(duration_s, 1e-9))))
-    while samples.size < window + hop:  # loop a short clip (as the model's code does)
-        samples = np.concatenate([samples, samples])
+    if samples.size < window + hop:  # loop a short clip (as the model's code does), then cut
+        samples = np.resize(samples, window + hop)
     per_offset = []
     for offset in np.linspace(0, hop, count, endpoint=False).astype(int):
         starts = range(int(offset), samples.size - window + 1, hop)

@@ -5,6 +5,7 @@ by Playwright (see :mod:`kokoro_lab.lab.jupyter.servers`). Screenshots go to ``a
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from kokoro_lab.lab.jupyter.servers import CHROMIUM, jupyter_server, launch_chro
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "artifacts" / "ui"
 page.ARTIFACTS = ARTIFACTS  # failed waits leave their screenshots beside the others
+os.environ.setdefault("KOKORO_LAB_SERVER_LOGS", str(ARTIFACTS))  # and the servers' logs
 
 
 def pytest_collection_modifyitems(items):

@@ -82,6 +82,23 @@ def test_ages_count_from_the_request(recording):
     assert ages == sorted(ages) and 2000 <= ages[0] < 10000
 
 
+def test_a_page_that_asks_for_the_state_gets_the_live_streams_age_now(recording):
+    """A reloaded page asks for the state seconds after the last chunk went out; the age it
+    gets is the stream's age when it asked (so it knows it joined late), not that chunk's."""
+    player = Player()
+    player.start(requested=time.perf_counter() - 1.0)
+    player.push(tone(10))
+    pushed = stream_updates(recording, player)[-1]["age_ms"]
+    player._requested -= 5.0  # five more seconds pass with no chunk
+    player._handle_msg({"content": {"data": {"method": "request_state"}}, "buffers": []})
+    sent = stream_updates(recording, player)[-1]
+    assert sent["age_ms"] >= pushed + 5000 and sent["chunks"] == 1
+    player.finish()
+    ended = len(stream_updates(recording, player))
+    player._handle_msg({"content": {"data": {"method": "request_state"}}, "buffers": []})
+    assert all(u["state"] == "ended" for u in stream_updates(recording, player)[ended - 1:])
+
+
 def test_a_new_stream_closes_the_previous_chunks_and_names_its_predecessor(recording):
     player = Player()
     first = player.start()

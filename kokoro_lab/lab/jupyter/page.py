@@ -130,6 +130,14 @@ def dismiss_dialog(page, timeout_s: float = 10) -> None:
     print(f"dismissed a JupyterLab dialog: {text}", flush=True)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / f"dialog-{len(DIALOGS)}.png"))
+    choice = dialog.first.locator("select")
+    if choice.count():  # "Select Kernel": keep the notebook's running kernel, never "No Kernel"
+        options = [o.strip() for o in choice.first.locator("option").all_inner_texts()]
+        name = page.url.split("?")[0].rsplit("/", 1)[-1]
+        running = [o for o in options if o.startswith(f"{name} (")]
+        python = [o for o in options if o.startswith("Python")]
+        if running or python:
+            choice.first.select_option(label=(running or python)[0])
     button = dialog.first.locator(".jp-Dialog-footer .jp-mod-accept")
     if button.count():
         button.first.click()

@@ -98,7 +98,10 @@ def _command(kind: str, port: int, token: str, root: Path) -> list[str]:
     module = "jupyterlab" if kind == "lab" else "notebook"
     return [sys.executable, "-m", module, *common, "--ServerApp.ip=127.0.0.1",
             f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
-            "--LabApp.news_url=", "--allow-root"]
+            "--LabApp.news_url=", "--allow-root",
+            # Unix sockets in the server's own runtime folder: TCP ports picked at the same
+            # moment by two servers (parallel test workers) can collide and kill a kernel
+            "--KernelManager.transport=ipc"]
 
 
 @contextmanager
@@ -135,6 +138,16 @@ def jupyter_server(kind: str = "lab", base: Path | None = None):
                     process.wait(20)
                 except subprocess.TimeoutExpired:
                     process.kill()
+                _keep_log(log_path, f"{kind}-{port}.log")
+
+
+def _keep_log(log_path: Path, name: str) -> None:
+    """Copy the server's log (its kernels' output too) into $KOKORO_LAB_SERVER_LOGS, if set:
+    the browser tests keep them beside their screenshots."""
+    folder = os.environ.get("KOKORO_LAB_SERVER_LOGS")
+    if folder and log_path.exists():
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        (Path(folder) / name).write_text(log_path.read_text(errors="replace"))
 
 
 def _wait_until_up(server: Server, process: subprocess.Popen, log_path: Path) -> None:

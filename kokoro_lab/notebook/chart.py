@@ -55,6 +55,45 @@ class _Row:
 # A page measures first sound from the request (the cell ran, Speak was pressed) unless it
 # joined late or the speech was queued behind another; it then says so in ``since``.
 NOT_FROM_REQUEST = ("page joined", "speech before it ended")
+# How long a chart holds its drawing back while another utterance gets to its first sound.
+FIRST_SOUND_HOLD_S = 3.0
+
+
+class FirstSoundGate:
+    """Utterances getting to their first sound; charts of other utterances wait for them.
+
+    Why: after a busy cell, the speech that played during it reports its end, and its chart's
+    final drawing (a plotly figure built in the kernel, rendered on the page's main thread)
+    landed just as the next cell's first chunk was being made and received: the first sound
+    came ~0.6 s late. A drawing can wait; the first sound cannot. Each hold lasts until the
+    holder's first chunk is scheduled by a page, its end, or :data:`FIRST_SOUND_HOLD_S`.
+    """
+
+    def __init__(self) -> None:
+        self._holders: set[int] = set()
+        self._changed = threading.Condition()
+
+    def hold(self, holder: object) -> None:
+        with self._changed:
+            self._holders.add(id(holder))
+
+    def release(self, holder: object) -> None:
+        with self._changed:
+            self._holders.discard(id(holder))
+            self._changed.notify_all()
+
+    def held_by_others(self, holder: object) -> bool:
+        with self._changed:
+            return bool(self._holders - {id(holder)})
+
+    def wait_for_others(self, holder: object, timeout: float = FIRST_SOUND_HOLD_S) -> bool:
+        """Wait until no utterance but ``holder`` is getting to its first sound; False if
+        ``timeout`` passed first."""
+        with self._changed:
+            return self._changed.wait_for(lambda: not self._holders - {id(holder)}, timeout)
+
+
+FIRST_SOUND = FirstSoundGate()
 
 
 def _on_request_clock(heard: dict) -> bool:
@@ -76,6 +115,7 @@ class LatencyChart:
         self.height = height
         self.origin = origin
         self.may_draw = may_draw or (lambda: True)
+        self.owner: object = self  # the utterance it draws (see FirstSoundGate)
         # "auto", not 100 %: a widget's own margin would push a 100 % chart past the output.
         self.widget = Output(layout=Layout(width="auto", max_width="900px"))
         self._lock = threading.Lock()
@@ -166,6 +206,7 @@ class LatencyChart:
             if not final and (wait > 0 or not self._allowed()):
                 time.sleep(max(wait, 0.2))
                 continue
+            FIRST_SOUND.wait_for_others(self.owner)
             self._dirty.clear()
             self.draw()
             last = time.monotonic()

@@ -27,7 +27,7 @@ from collections.abc import Callable
 
 from ..engine import Chunk, Stream
 from ..engine.metrics import first_audible_sample
-from .chart import LatencyChart
+from .chart import FIRST_SOUND, LatencyChart
 from .player import Player
 from .result import SpeakResult
 
@@ -94,6 +94,7 @@ class Feeder:
     def attach_chart(self, chart: LatencyChart) -> None:
         """Feed ``chart`` from now on, after replaying what already happened."""
         chart.may_draw = self._chart_may_draw
+        chart.owner = self
         synth = getattr(self, "synth", None)
         if synth is not None:  # the chart's title says which tuning made the audio
             chart.tuning = synth.tuning.name
@@ -129,6 +130,7 @@ class Feeder:
     # -- control ----------------------------------------------------------------------------
 
     def start(self) -> Feeder:
+        FIRST_SOUND.hold(self)  # other charts wait until this one's first chunk is scheduled
         self._thread.start()
         return self
 
@@ -178,6 +180,8 @@ class Feeder:
             self._last_buffer = (float(report["ahead_s"]), at)
             if self.stream is not None and self.sizes_chunks_from_page:
                 self.stream.observe_playback(float(report["ahead_s"]), at=at)
+        if report.get("type") == "scheduled":
+            FIRST_SOUND.release(self)
         self._observe(report)
         if self.chart is not None:
             self.chart.take_report(report)
@@ -211,6 +215,8 @@ class Feeder:
             if self._owns_player() and not self._stopping.is_set():
                 self.player.push(chunk.audio, index=chunk.index, made_ms=made_ms, **meta,
                                  **chunk_meta(chunk))
+        if self.player is None:  # no page will schedule it: nothing to hold charts for
+            FIRST_SOUND.release(self)
         if self.chart is not None:
             self.chart.add_chunk(chunk)
         for callback in list(self.on_chunk):
@@ -219,6 +225,7 @@ class Feeder:
     def _finish(self) -> None:
         result = self.result
         self.synthesized.set()
+        FIRST_SOUND.release(self)
         result.cancelled = self._stopping.is_set() or (
             self.stream is not None and self.stream.cancelled)
         result.reason = self._stop_reason if result.cancelled else ""

@@ -24,6 +24,12 @@ def _names(value: str) -> list[str]:
     return names
 
 
+def _add_one_cell(parser: argparse.ArgumentParser) -> None:
+    """The one provider x precision cell that ``audit`` and ``ops`` look into."""
+    parser.add_argument("--precision", default="int8", choices=("int8", "fp32", "fp16"))
+    parser.add_argument("--provider", default="cpu")
+
+
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register ``profile``, ``audit``, ``ops``, ``tune`` and ``runs`` on the command line."""
     parser = subparsers.add_parser(
@@ -53,8 +59,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     audit = subparsers.add_parser(
         "audit", help="which graph nodes ran on which execution provider",
         description="Profile one warm run with ONNX Runtime's profiler and show node placement.")
-    audit.add_argument("--precision", default="int8", choices=("int8", "fp32", "fp16"))
-    audit.add_argument("--provider", default="cpu")
+    _add_one_cell(audit)
     audit.add_argument("--text", default=None)
     audit.add_argument("--top", type=int, default=12, help="op types to list")
     audit.add_argument("--json", action="store_true")
@@ -66,8 +71,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                     "generator, finish, hand-off) and break the model's stages down by op "
                     "type with ONNX Runtime's profiler.")
     ops.add_argument("text", nargs="?", default=DEFAULT_TEXT)
-    ops.add_argument("--precision", default="int8", choices=("int8", "fp32", "fp16"))
-    ops.add_argument("--provider", default="cpu")
+    _add_one_cell(ops)
     ops.add_argument("--voice", default="af_heart")
     ops.add_argument("--tuning", default="auto", help="'auto' (this machine's profile) or 'off'")
     ops.add_argument("--repeats", type=int, default=5)

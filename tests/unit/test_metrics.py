@@ -104,3 +104,25 @@ def test_after_a_stop_the_chart_draws_what_was_played_and_counts_it_like_the_sta
     assert chart.first_sound_steps()[-1] == ("audible", 500.0)
     lanes = [trace for trace in chart.to_dict()["data"] if trace.get("y") == ["first sound"] * 3]
     assert lanes and lanes[0]["x"] == [2.0, 398.0, 100.0]
+
+
+def test_a_chart_waits_to_draw_while_another_utterance_gets_to_its_first_sound():
+    """An earlier utterance's final drawing waits for the next one's first chunk to be
+    scheduled (FirstSoundGate), and draws at once when it is; its own hold never stops it."""
+    import threading
+
+    from kokoro_lab.notebook.chart import FirstSoundGate
+
+    gate, earlier, next_one = FirstSoundGate(), object(), object()
+    gate.hold(earlier)
+    assert gate.wait_for_others(earlier, timeout=0)  # its own hold does not count
+    gate.hold(next_one)
+    assert gate.held_by_others(earlier)
+    assert not gate.wait_for_others(earlier, timeout=0.05)  # the newer one holds it back
+    drawn = threading.Event()
+    waiter = threading.Thread(target=lambda: gate.wait_for_others(earlier, 30) and drawn.set())
+    waiter.start()
+    assert not drawn.wait(0.1)
+    gate.release(next_one)  # its first chunk was scheduled
+    waiter.join(30)
+    assert drawn.is_set() and not gate.held_by_others(earlier)

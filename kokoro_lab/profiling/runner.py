@@ -412,9 +412,9 @@ def profile(
         # A profile's sessions (other precisions, the judges' reference) and judges are
         # hundreds of MB each: given back, so a kernel is as big after a profile as before.
         del synth, last_results
-        SESSIONS.drop(SESSIONS.keys() - before)
         if quality:
             release_judges()
+        SESSIONS.drop(SESSIONS.keys() - before)  # then collects and trims, the judges' too
     if log:
         _log(report, run_log)
     return report

@@ -18,7 +18,10 @@ pytestmark = pytest.mark.model
 CHUNKS = 20
 FROM_CHUNK = 5
 MAX_GROWTH_MB = 100  # from chunk 5 to the last
-MAX_ABOVE_WARM_MB = 350
+# The peak holds the working sets of the lane runs in flight at that reading, which vary by
+# ~100 MB with thread timing (374 MB seen in a fresh-clone run); the unbounded arena this
+# guards against peaked at 738 MB (benchmarks/results/memory_long_read.md).
+MAX_ABOVE_WARM_MB = 450
 
 
 def test_a_long_read_keeps_memory_bounded(synth):

@@ -67,8 +67,31 @@ def open_notebook(browser, url: str, init_script: str | None = None, height: int
         page.add_init_script(init_script)
     page.goto(url, timeout=120_000)
     page.wait_for_selector(".jp-Notebook .jp-CodeCell .cm-content", timeout=120_000)
+    if page.evaluate(CONNECT_KERNEL) == "started":
+        dismiss_dialog(page, timeout_s=0)  # the question it had asked is answered
     wait_kernel_idle(page)
     return page
+
+
+# The notebook's own kernel, from JupyterLab's application object (exposed by the servers in
+# servers.py). On a loaded machine JupyterLab can finish opening a notebook with no kernel (its
+# kernel list came too late to pick one) and asks with a dialog; the status bar still reads
+# "Idle". Here the session itself is read, and its kernel started when it has none.
+CONNECT_KERNEL = """async () => {
+  const app = window.jupyterapp;
+  const context = app && app.shell.currentWidget && app.shell.currentWidget.sessionContext;
+  if (!context) return "no application";
+  await Promise.race([context.ready, new Promise((resolve) => setTimeout(resolve, 30000))]);
+  let started = "connected";
+  if (!context.session || !context.session.kernel) {
+    await context.changeKernel({ name: "python3" });
+    started = "started";
+  }
+  for (let i = 0; i < 1200 && context.session.kernel.status !== "idle"; i++) {
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  return started;
+}"""
 
 
 def wait_kernel_idle(page, timeout_s: float = 120) -> None:

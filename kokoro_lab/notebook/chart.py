@@ -82,10 +82,6 @@ class FirstSoundGate:
             self._holders.discard(id(holder))
             self._changed.notify_all()
 
-    def held_by_others(self, holder: object) -> bool:
-        with self._changed:
-            return bool(self._holders - {id(holder)})
-
     def wait_for_others(self, holder: object, timeout: float = FIRST_SOUND_HOLD_S) -> bool:
         """Wait until no utterance but ``holder`` is getting to its first sound; False if
         ``timeout`` passed first."""

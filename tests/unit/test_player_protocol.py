@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -82,21 +83,29 @@ def test_ages_count_from_the_request(recording):
     assert ages == sorted(ages) and 2000 <= ages[0] < 10000
 
 
-def test_a_page_that_asks_for_the_state_gets_the_live_streams_age_now(recording):
-    """A reloaded page asks for the state seconds after the last chunk went out; the age it
-    gets is the stream's age when it asked (so it knows it joined late), not that chunk's."""
+def test_a_page_that_asks_for_the_state_gets_the_live_streams_age_now(recording, monkeypatch):
+    """A reloaded page asks for the state after the last chunk went out; the age it gets is
+    the stream's age when it asked (so it knows it joined late), not that chunk's. The
+    kernel's clock is stepped by hand: the ages are exact."""
+    import kokoro_lab.notebook.player as player_module
+
+    now = [100.0]
+    monkeypatch.setattr(player_module, "time", SimpleNamespace(
+        perf_counter=lambda: now[0], thread_time=time.thread_time))
+    asks = {"content": {"data": {"method": "request_state"}}, "buffers": []}
     player = Player()
-    player.start(requested=time.perf_counter() - 1.0)
+    player.start(requested=99.0)
     player.push(tone(10))
-    pushed = stream_updates(recording, player)[-1]["age_ms"]
-    player._requested -= 5.0  # five more seconds pass with no chunk
-    player._handle_msg({"content": {"data": {"method": "request_state"}}, "buffers": []})
+    assert stream_updates(recording, player)[-1]["age_ms"] == 1000.0
+    now[0] = 106.0  # no chunk since
+    player._handle_msg(asks)
     sent = stream_updates(recording, player)[-1]
-    assert sent["age_ms"] >= pushed + 5000 and sent["chunks"] == 1
+    assert sent["age_ms"] == 7000.0 and sent["chunks"] == 1 and sent["state"] == "live"
     player.finish()
-    ended = len(stream_updates(recording, player))
-    player._handle_msg({"content": {"data": {"method": "request_state"}}, "buffers": []})
-    assert all(u["state"] == "ended" for u in stream_updates(recording, player)[ended - 1:])
+    now[0] = 110.0
+    player._handle_msg(asks)  # an ended stream keeps the age of its end
+    assert {u["age_ms"] for u in stream_updates(recording, player)
+            if u["state"] == "ended"} == {7000.0}
 
 
 def test_a_new_stream_closes_the_previous_chunks_and_names_its_predecessor(recording):

@@ -47,22 +47,8 @@ READ_PLAYERS = """() => {
 }"""
 
 
-# Every JupyterLab dialog a page shows, with when it appeared: read when a click fails.
-WATCH_DIALOGS = """(() => {
-  window.__dialogs = [];
-  new MutationObserver(() => {
-    for (const d of document.querySelectorAll('.jp-Dialog')) {
-      if (d.dataset.seen) continue;
-      d.dataset.seen = '1';
-      window.__dialogs.push({at: performance.now(), text: d.innerText.replace(/\\s+/g, ' ')});
-    }
-  }).observe(document.documentElement, {childList: true, subtree: true});
-})();"""
-
-
 def open_notebook(browser, url: str, init_script: str | None = None, height: int = 1600):
     page = browser.new_page(viewport={"width": 1280, "height": height})
-    page.add_init_script(WATCH_DIALOGS)
     if init_script:
         page.add_init_script(init_script)
     page.goto(url, timeout=120_000)
@@ -111,14 +97,9 @@ def run_all(page) -> None:
     first = page.locator(".jp-Notebook .jp-CodeCell").first.locator(".jp-InputPrompt")
     for _ in range(3):
         dismiss_dialog(page)
-        try:
-            page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).first.click(
-                timeout=10_000)
-            page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).first \
-                .click(timeout=10_000)
-        except Exception as error:  # a dialog opened between the check and the click
-            if "intercepts pointer events" not in str(error):
-                raise
+        menu = page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).first
+        item = page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).first
+        if not (_click(menu) and _click(item)):
             dismiss_dialog(page, timeout_s=0)
             continue
         deadline = time.monotonic() + 5
@@ -194,13 +175,21 @@ def cell(page, index: int):
 
 def focus(page, index: int) -> None:
     dismiss_dialog(page, timeout_s=2)
+    target = cell(page, index).locator(".cm-content")
+    if not _click(target):
+        dismiss_dialog(page, timeout_s=0)
+        target.click(timeout=10_000)
+
+
+def _click(locator) -> bool:
+    """Click ``locator``; False when a dialog that opened meanwhile took the click."""
     try:
-        cell(page, index).locator(".cm-content").click(timeout=10_000)
-    except Exception as error:  # a dialog opened between the check and the click
+        locator.click(timeout=10_000)
+    except Exception as error:
         if "intercepts pointer events" not in str(error):
             raise
-        dismiss_dialog(page, timeout_s=0)
-        cell(page, index).locator(".cm-content").click(timeout=10_000)
+        return False
+    return True
 
 
 def wait_done(page, index: int, timeout_s: float = 240) -> None:

@@ -57,16 +57,22 @@ demo: setup
 	mkdir -p artifacts
 	$(VENV)/bin/kokoro-lab speak --file docs/sample.txt -o artifacts/demo.wav
 
-# The tiers run fast-first and the first failing one stops the run: lint, unit (no model, no
-# browser), model (the real Kokoro graph), ui (JupyterLab in Chromium).
+# The tiers run fast-first and the first failing one stops the run: lint, unit (the player's
+# JavaScript rules in node, then Python with no model, no browser), model (the real Kokoro graph), ui (JupyterLab in Chromium). Each tier runs in
+# WORKERS processes (pytest-xdist): the model tier is CPU-bound and gains little beyond the
+# cores, the ui tier mostly waits for audio played in real time, each worker with its own
+# JupyterLab and Chromium. WORKERS=0 runs a tier in one process (easier to debug).
+WORKERS ?= 2
 test: setup
 	$(VENV)/bin/ruff check kokoro_lab tests benchmarks
-	$(PY) -m pytest tests/unit
-	$(PY) -m pytest tests/model
-	$(PY) -m pytest tests/ui
+	cd extension && npm test --silent
+	$(PY) -m pytest -n $(WORKERS) tests/unit
+	$(PY) -m pytest -n $(WORKERS) tests/model
+	$(PY) -m pytest -n $(WORKERS) tests/ui
 
 test-fast: setup
-	$(PY) -m pytest tests/unit
+	cd extension && npm test --silent
+	$(PY) -m pytest -n $(WORKERS) tests/unit
 
 lint: setup
 	$(VENV)/bin/ruff check kokoro_lab tests benchmarks

@@ -27,9 +27,21 @@ import { PROTOCOL, audioToPage, getAudioContext, randomId, registry } from "./re
 import { encodeWav } from "./wav.js";
 
 export { PROTOCOL, getAudioContext, registry };
-// Safety margin between "now" and the first chunk's start, so the first buffer is never
-// scheduled in the past while the audio thread is mid-quantum.
+// Safety margin between "now" and a chunk that starts at once (the first, or one after a
+// stall), so it is never scheduled inside audio already rendered: the audio thread renders one
+// output buffer per callback (the context's baseLatency, ~10 ms for "interactive"), and one
+// render quantum more covers reading currentTime mid-callback. LEAD_S is the margin where a
+// context does not say its baseLatency; a fixed 30 ms delayed every first sound ~15 ms more
+// than needed.
 export const LEAD_S = 0.03;
+const RENDER_QUANTUM = 128;
+
+/** The start margin on `ctx`: its output buffer plus one render quantum, or LEAD_S. */
+export function leadSeconds(ctx) {
+  const base = ctx.baseLatency;
+  if (!(base > 0 && base < LEAD_S) || !ctx.sampleRate) return LEAD_S;
+  return base + RENDER_QUANTUM / ctx.sampleRate;
+}
 // Silence between two queued utterances (one cell's speech and the next).
 export const CELL_GAP_S = 0.35;
 // A gap shorter than this is scheduling jitter, not a stall a listener hears.
@@ -226,7 +238,7 @@ export class PlayerEngine {
     const ctx = this.ctx;
     const { samples, meta, received } = stream.chunks.get(seq);
     const now = ctx.currentTime;
-    const earliest = now + LEAD_S;
+    const earliest = now + leadSeconds(ctx);
     let start;
     let gap = 0;
     if (stream.nextTime === null) {

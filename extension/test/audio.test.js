@@ -2,7 +2,14 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { CELL_GAP_S, LEAD_S, LATE_JOIN_MS, PlayerEngine, registry } from "../src/audio.js";
+import {
+  CELL_GAP_S,
+  LEAD_S,
+  LATE_JOIN_MS,
+  PlayerEngine,
+  leadSeconds,
+  registry,
+} from "../src/audio.js";
 import { describe } from "../src/player.js";
 import { encodeWav } from "../src/wav.js";
 
@@ -313,4 +320,16 @@ test("every report about a stream says how long after the request the page made 
   chunk(engine, "s", 0, 2400);
   const scheduled = sent.find((m) => m.type === "scheduled");
   assert.equal(scheduled.age_ms, 600); // the request was 100 ms before the page saw the stream
+});
+
+test("the first chunk starts one output buffer and one render quantum ahead", () => {
+  const { ctx, engine } = setup();
+  ctx.baseLatency = 0.01;
+  ctx.sampleRate = 24000;
+  live(engine, "s");
+  chunk(engine, "s", 0, 24000);
+  assert.ok(Math.abs(engine.log[0].start - (0.01 + 128 / 24000)) < 1e-12);
+  // a context that reports no (or an implausible) buffer keeps the fixed margin
+  assert.equal(leadSeconds({ sampleRate: 24000 }), LEAD_S);
+  assert.equal(leadSeconds({ sampleRate: 24000, baseLatency: 0.2 }), LEAD_S);
 });

@@ -25,6 +25,19 @@ class AssetError(RuntimeError):
 _HASHES: dict[tuple[str, int, int, int], str] = {}
 
 
+def display_path(path: str | os.PathLike[str]) -> str:
+    """A path as reports and results files show it: the user's home written as ``~``.
+
+    Reports get pasted into issues and results get committed; neither should carry one
+    machine's home directory (nor its user name).
+    """
+    text = str(path)
+    home = str(Path.home())
+    if home not in ("", "/") and (text == home or text.startswith(home + os.sep)):
+        return "~" + text[len(home):]
+    return text
+
+
 def file_sha256(path: Path) -> str:
     """sha256 of a file, remembered while its size, mtime and inode stay the same.
 

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import platformdirs
 
-from .files import atomic_write
+from .files import atomic_write, display_path
 
 PROFILE_VERSION = 1
 CONFIG_ENV = "KOKORO_LAB_CONFIG"
@@ -135,7 +135,7 @@ def load_profile(path: Path | None = None, known_variants: tuple[str, ...] = ())
         data = json.loads(source.read_text(encoding="utf-8"))
         fields = data["tuning"]
         tuning = Tuning(**{k: v for k, v in fields.items() if k != "source"},
-                        source=f"profile {source}")
+                        source=f"profile {display_path(source)}")
     except (ValueError, KeyError, TypeError, OSError) as error:
         return _refuse(source, f"it is corrupt ({type(error).__name__}: {error})")
     if data.get("version") != PROFILE_VERSION:

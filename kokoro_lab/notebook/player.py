@@ -275,16 +275,20 @@ class Player(anywidget.AnyWidget):
     def _set_stream(self, value: dict) -> None:
         self.stream = {**value, "age_ms": self._age_ms()}
 
-    def _handle_msg(self, msg: dict) -> None:
-        # A page that connects late (a reload, a second tab) asks for the state; the last
-        # update's age_ms may be seconds old by then (no chunk pushed since), and the page
-        # would take itself for one that saw the stream begin. So a live stream's age is
-        # renewed just before the state goes out.
-        if msg.get("content", {}).get("data", {}).get("method") == "request_state":
-            with self._lock:
-                if self.stream.get("state") == "live":
-                    self._set_stream(self.stream)
-        super()._handle_msg(msg)
+    def get_state(self, key=None, drop_defaults: bool = False) -> dict:
+        """The state as it goes out, a live stream's ``age_ms`` counted to now.
+
+        A page that connects late (a reload, a second tab) gets the state through this, either
+        per widget (``request_state``) or, from JupyterLab's widget manager, all widgets at
+        once on the control comm (``request_states``, which bypasses the widget's own message
+        handler). The trait's age is that of the last update, possibly seconds old (no chunk
+        pushed since), and the page would take itself for one that saw the stream begin.
+        """
+        state = super().get_state(key, drop_defaults)
+        stream = state.get("stream")
+        if isinstance(stream, dict) and stream.get("state") == "live":
+            state["stream"] = {**stream, "age_ms": self._age_ms()}
+        return state
 
     def _close_chunks(self) -> None:
         for chunk in self._chunks:

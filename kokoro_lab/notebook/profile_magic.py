@@ -19,7 +19,7 @@ from IPython.display import Markdown, display
 from traitlets import Bool, Int, List, Unicode
 from traitlets.config import Configurable
 
-from ..engine.sessions import ProviderUnavailable
+from ..engine.sessions import ProviderUnavailable, release_session_memory
 
 DEFAULT_TEXT = "The quick brown fox jumps over the lazy dog."
 
@@ -107,6 +107,7 @@ class ProfileMagics(Magics, Configurable):
         self.last_report = report
         if self.shell is not None:
             self.shell.user_ns["_speak_profile"] = report
+        _give_memory_back()
 
 
     def _show_ops(self, text: str, args, repeats: int, profile_ops) -> None:
@@ -128,6 +129,14 @@ class ProfileMagics(Magics, Configurable):
         self.last_report = report
         if self.shell is not None:
             self.shell.user_ns["_speak_profile"] = report
+        _give_memory_back()
+
+
+def _give_memory_back() -> None:
+    """Collect and trim once the figures are out. The profile gave its sessions and judges back
+    when it ended, but building and publishing its tables and figures frees a few hundred MB
+    more after that, which the C allocator would otherwise keep until the next ``%%speak``."""
+    release_session_memory()
 
 
 def load_ipython_extension(ipython) -> None:

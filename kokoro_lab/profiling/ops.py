@@ -29,6 +29,7 @@ import numpy as np
 
 from ..engine import Synthesizer
 from ..engine.chunking import ChunkPlanner
+from ..engine.files import display_path
 from ..engine.finish import finish_chunk
 from ..engine.request import check_text
 from ..engine.sessions import create_session
@@ -141,8 +142,9 @@ def profile_ops(text: str, voice: str = "af_heart", speed: float = 1.0, *,
     stages["hand-off"] = _hand_off(synth, request, repeats)
     profile = OpsProfile(
         text=text, chunk_text=chunk.text, precision=engine.precision, provider=engine.provider,
-        decoder=engine.mode, graphs=[s.graph for s in engine.sessions], threads=engine.threads,
-        repeats=repeats, frames=len(frames), audio_s=len(audio) / SAMPLE_RATE,
+        decoder=engine.mode, graphs=[display_path(s.graph) for s in engine.sessions],
+        threads=engine.threads, repeats=repeats, frames=len(frames),
+        audio_s=len(audio) / SAMPLE_RATE,
         stages={stage: statistics.median(stages[stage]) for stage in STAGES})
     profile.rows = _op_rows(engine, inputs, front, frames, repeats)
     return profile

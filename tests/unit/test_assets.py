@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from kokoro_lab.engine import assets
+from kokoro_lab.engine.files import display_path
 
 
 @pytest.fixture
@@ -72,3 +73,13 @@ def test_describe_reports_present_files_with_hashes():
     report = {item.name: item for item in assets.describe()}
     assert report["model int8"].present and report["model int8"].sha256 == assets.INT8_SHA256
     assert report["voices"].size > 20_000_000
+
+
+def test_display_path_writes_home_as_tilde(monkeypatch, tmp_path):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    home = tmp_path / "home"
+    assert display_path(home / ".cache" / "model.onnx") == "~/.cache/model.onnx"
+    assert display_path(home) == "~"
+    # a sibling whose name merely starts like the home directory is not inside it
+    assert display_path(tmp_path / "home2" / "x") == str(tmp_path / "home2" / "x")
+    assert display_path("/opt/models/m.onnx") == "/opt/models/m.onnx"

@@ -85,8 +85,9 @@ def test_ages_count_from_the_request(recording):
 
 def test_a_page_that_asks_for_the_state_gets_the_live_streams_age_now(recording, monkeypatch):
     """A reloaded page asks for the state after the last chunk went out; the age it gets is
-    the stream's age when it asked (so it knows it joined late), not that chunk's. The
-    kernel's clock is stepped by hand: the ages are exact."""
+    the stream's age when it asked (so it knows it joined late), not that chunk's, whether it
+    asks the widget or, as JupyterLab's widget manager does, every widget at once on the
+    control comm. The kernel's clock is stepped by hand: the ages are exact."""
     import kokoro_lab.notebook.player as player_module
 
     now = [100.0]
@@ -101,11 +102,15 @@ def test_a_page_that_asks_for_the_state_gets_the_live_streams_age_now(recording,
     player._handle_msg(asks)
     sent = stream_updates(recording, player)[-1]
     assert sent["age_ms"] == 7000.0 and sent["chunks"] == 1 and sent["state"] == "live"
-    player.finish()
+    now[0] = 107.5  # the control comm's request_states reads every widget's get_state()
+    assert player.get_state()["stream"]["age_ms"] == 8500.0
+    assert player.get_state("stream")["stream"]["age_ms"] == 8500.0
+    player.finish()  # at 107.5
     now[0] = 110.0
     player._handle_msg(asks)  # an ended stream keeps the age of its end
     assert {u["age_ms"] for u in stream_updates(recording, player)
-            if u["state"] == "ended"} == {7000.0}
+            if u["state"] == "ended"} == {8500.0}
+    assert player.get_state()["stream"]["age_ms"] == 8500.0
 
 
 def test_a_new_stream_closes_the_previous_chunks_and_names_its_predecessor(recording):

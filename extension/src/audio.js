@@ -238,7 +238,8 @@ export class PlayerEngine {
     const ctx = this.ctx;
     const { samples, meta, received } = stream.chunks.get(seq);
     const now = ctx.currentTime;
-    const earliest = now + leadSeconds(ctx);
+    const lead = leadSeconds(ctx);
+    const earliest = now + lead;
     let start;
     let gap = 0;
     if (stream.nextTime === null) {
@@ -292,6 +293,7 @@ export class PlayerEngine {
       start,
       duration,
       now,
+      lead, // the start margin used: a late chunk starts at now + lead
       underrun: gap > STALL_S,
       gap,
       received_ms: received,

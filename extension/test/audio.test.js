@@ -329,6 +329,7 @@ test("the first chunk starts one output buffer and one render quantum ahead", ()
   live(engine, "s");
   chunk(engine, "s", 0, 24000);
   assert.ok(Math.abs(engine.log[0].start - (0.01 + 128 / 24000)) < 1e-12);
+  assert.equal(engine.log[0].lead, 0.01 + 128 / 24000); // logged for the continuity checks
   // a context that reports no (or an implausible) buffer keeps the fixed margin
   assert.equal(leadSeconds({ sampleRate: 24000 }), LEAD_S);
   assert.equal(leadSeconds({ sampleRate: 24000, baseLatency: 0.2 }), LEAD_S);

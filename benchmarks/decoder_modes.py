@@ -115,9 +115,11 @@ def judged(audio: np.ndarray, text: str) -> dict:
 def markdown(report: dict) -> str:
     lines = [
         "# Decoder modes and chunk policies", "",
-        f"int8, CPU, {report['cores']} cores, voice {VOICE}; load average "
+        f"int8, CPU, {report['cores']} cores, voice {VOICE}, tuning "
+        f"{report.get('tuning', 'off (before tuning existed)')}; load average "
         f"{report['load_start']} → {report['load_end']}. One warm run per row; PESQ-WB of each "
-        "chunk against the unsplit rendering of the same chunk (mean / min).", "",
+        "chunk against the unsplit rendering of the same chunk (mean / min); DNSMOS OVRL "
+        f"averaged over {report.get('dnsmos_offsets', 1)} start offsets.", "",
         "| text | system | decoder | policy | first audio ms | start margin ms | total ms | "
         "underrun ms | PESQ vs unsplit | DNSMOS OVRL | WER | first chunk |",
         "|---|---|---|---|---:|---:|---:|---:|---|---:|---:|---|",
@@ -185,6 +187,7 @@ def main() -> None:
                      "pesq_mean": float(np.mean(scores)) if scores else None,
                      "pesq_min": float(np.min(scores)) if scores else None})
     report = {"cores": os.cpu_count(), "load_start": load_start, "load_end": load_end,
+              "tuning": synth.tuning.label, "dnsmos_offsets": quality.DNSMOS_OFFSETS,
               "rows": rows}
     args.out.mkdir(parents=True, exist_ok=True)
     stem = "decoder_modes-quick" if args.quick else "decoder_modes"

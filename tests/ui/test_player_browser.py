@@ -170,7 +170,8 @@ def test_a_warm_paragraph_plays_back_to_back_and_lights_the_word_heard(lab, laun
                 break
             time.sleep(0.15)
         (player,) = wait_players(page, lambda s: heard_all(s, 1), 300, "warm")
-        time.sleep(1.5)  # the chart's final drawing
+        chart = cell(page, 2).locator(".js-plotly-plot")
+        chart.first.wait_for(timeout=60_000)  # drawn off the audio's path: it may come later
         cell(page, 2).locator(".jp-Cell-outputWrapper").screenshot(
             path=str(artifacts / "warm-paragraph.png"))
         check_played_out(player)
@@ -179,7 +180,6 @@ def test_a_warm_paragraph_plays_back_to_back_and_lights_the_word_heard(lab, laun
         steps = [step for step, _ in player["heard"]["breakdown"]]
         assert steps[-4:] == ["sent to the page", "received by the page", "scheduled",
                               "audible"], steps
-        chart = cell(page, 2).locator(".js-plotly-plot")
         assert chart.count() == 1 and chart.bounding_box()["height"] > 200
         assert samples, "no frame sampled while playing"
         shown_positions = set()

@@ -27,12 +27,9 @@ import { PROTOCOL, audioToPage, getAudioContext, randomId, registry } from "./re
 import { encodeWav } from "./wav.js";
 
 export { PROTOCOL, getAudioContext, registry };
-// Safety margin between "now" and a chunk that starts at once (the first, or one after a
-// stall), so it is never scheduled inside audio already rendered: the audio thread renders one
-// output buffer per callback (the context's baseLatency, ~10 ms for "interactive"), and one
-// render quantum more covers reading currentTime mid-callback. LEAD_S is the margin where a
-// context does not say its baseLatency; a fixed 30 ms delayed every first sound ~15 ms more
-// than needed.
+// The start margin of a chunk that starts at once (the first, or one after a stall), so it is
+// never scheduled inside audio already rendered: one output buffer (the context's baseLatency,
+// ~10 ms for "interactive") and one render quantum; LEAD_S where a context does not say.
 export const LEAD_S = 0.03;
 const RENDER_QUANTUM = 128;
 

@@ -7,6 +7,7 @@ synthesizer, so the suite loads the model once.
 from __future__ import annotations
 
 import _thread
+import signal
 import threading
 import time
 
@@ -148,8 +149,19 @@ def test_interrupt_during_wait_cancels_the_stream(ip, warm):
             time.sleep(0.02)
 
     ip.user_ns.pop("cut", None)
-    threading.Thread(target=interrupt_after_first_chunk, daemon=True).start()
-    result = ip.run_cell(f"%%speak --wait --no-plot -o cut\n{long_text}")
+    # Cache off: the text repeats one sentence, and chunks from the cache would end the
+    # speech before the interrupt is raised (the cell then ends normally, the race it lost).
+    # (The synthesizer is the session's shared one, which a cache test may have given a cache.)
+    # A busy kernel cell runs under Python's own SIGINT handler (interrupt_main does nothing
+    # under another, and a library earlier in this process may have set one).
+    cache, warm.synth.cache = warm.synth.cache, None
+    handler = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        threading.Thread(target=interrupt_after_first_chunk, daemon=True).start()
+        result = ip.run_cell(f"%%speak --wait --no-plot -o cut\n{long_text}")
+    finally:
+        warm.synth.cache = cache
+        signal.signal(signal.SIGINT, handler)
     assert interrupted.is_set()
     assert isinstance(result.error_in_exec, KeyboardInterrupt)
     cut = ip.user_ns["cut"]

@@ -58,17 +58,19 @@ demo: setup
 	$(VENV)/bin/kokoro-lab speak --file docs/sample.txt -o artifacts/demo.wav
 
 # The tiers run fast-first and the first failing one stops the run: lint, unit (the player's
-# JavaScript rules in node, then Python with no model, no browser), model (the real Kokoro graph), ui (JupyterLab in Chromium). Each tier runs in
-# WORKERS processes (pytest-xdist): the model tier is CPU-bound and gains little beyond the
-# cores, the ui tier mostly waits for audio played in real time, each worker with its own
-# JupyterLab and Chromium. WORKERS=0 runs a tier in one process (easier to debug).
+# JavaScript rules in node, then Python with no model, no browser), model (the real Kokoro
+# graph), ui (JupyterLab in Chromium). Each tier runs in several processes (pytest-xdist):
+# the model tier is CPU-bound, so WORKERS is the core count; the ui tier mostly waits for
+# audio played in real time, so it runs UI_WORKERS, each with its own JupyterLab and Chromium
+# (green five times in a row beside a CPU burner). WORKERS=0 runs a tier in one process.
 WORKERS ?= 2
+UI_WORKERS ?= 3
 test: setup
 	$(VENV)/bin/ruff check kokoro_lab tests benchmarks
 	cd extension && npm test --silent
 	$(PY) -m pytest -n $(WORKERS) tests/unit
 	$(PY) -m pytest -n $(WORKERS) tests/model
-	$(PY) -m pytest -n $(WORKERS) tests/ui
+	$(PY) -m pytest -n $(UI_WORKERS) tests/ui
 
 test-fast: setup
 	cd extension && npm test --silent

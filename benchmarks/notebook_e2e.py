@@ -22,7 +22,7 @@ played, the kernel CPU the notebook layer spent (chart, player hand-off), and ko
 kokoro-onnx has no notebook player) for the ratio. Writes
 ``benchmarks/results/notebook_e2e.{json,md}``.
 
-    flock /tmp/kokoro-timing.lock .venv/bin/python benchmarks/notebook_e2e.py [--repeats 3]
+    flock /tmp/kokoro-timing.lock .venv/bin/python benchmarks/notebook_e2e.py [--repeats 5]
 """
 
 from __future__ import annotations
@@ -267,7 +267,7 @@ def markdown(summary: dict, meta: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=3, help="warm paragraph runs")
+    parser.add_argument("--repeats", type=int, default=5, help="warm paragraph runs")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
     from playwright.sync_api import sync_playwright

@@ -20,6 +20,7 @@ from traitlets import Bool, Int, List, Unicode
 from traitlets.config import Configurable
 
 from ..engine.sessions import ProviderUnavailable, release_session_memory
+from .kernel import current_magics
 
 DEFAULT_TEXT = "The quick brown fox jumps over the lazy dog."
 
@@ -107,7 +108,7 @@ class ProfileMagics(Magics, Configurable):
         self.last_report = report
         if self.shell is not None:
             self.shell.user_ns["_speak_profile"] = report
-        _give_memory_back()
+        _give_memory_back(self.shell)
 
 
     def _show_ops(self, text: str, args, repeats: int, profile_ops) -> None:
@@ -129,13 +130,19 @@ class ProfileMagics(Magics, Configurable):
         self.last_report = report
         if self.shell is not None:
             self.shell.user_ns["_speak_profile"] = report
-        _give_memory_back()
+        _give_memory_back(self.shell)
 
 
-def _give_memory_back() -> None:
-    """Collect and trim once the figures are out. The profile gave its sessions and judges back
-    when it ended, but building and publishing its tables and figures frees a few hundred MB
-    more after that, which the C allocator would otherwise keep until the next ``%%speak``."""
+def _give_memory_back(shell) -> None:
+    """Settle the kernel's own sessions, then collect and trim, once the figures are out.
+
+    The profile gave its own sessions and judges back when it ended, but the sessions it
+    shared with ``%%speak`` keep grown arenas, and building and publishing its tables and
+    figures frees more after that; the C allocator would keep both until the next ``%%speak``.
+    """
+    speaking = current_magics(shell) if shell is not None else None
+    if speaking is not None:
+        speaking.settle()
     release_session_memory()
 
 

@@ -71,3 +71,26 @@ def test_bad_input_is_a_usage_error_with_a_clear_message(ip, cell, message):
     assert message in str(error)
 
 
+
+
+def test_a_finished_profile_settles_the_kernels_sessions_without_loading_a_model(ip, magics):
+    """After ``%speak_profile`` the kernel's own sessions get one short run (their arenas,
+    grown by the profile's inputs, shrink back); a kernel that never spoke loads nothing."""
+    from kokoro_lab.notebook.profile_magic import _give_memory_back
+
+    assert magics._synth is None
+    _give_memory_back(ip)
+    assert magics._synth is None  # nothing was loaded to settle it
+
+    class Engine:
+        warmed = 0
+
+        def warm_up(self):
+            Engine.warmed += 1
+
+    magics._synth = Engine()
+    try:
+        _give_memory_back(ip)
+        assert Engine.warmed == 1
+    finally:
+        magics._synth = None

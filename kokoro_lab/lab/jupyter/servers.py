@@ -100,7 +100,9 @@ def _command(kind: str, port: int, token: str, root: Path) -> list[str]:
             f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
             "--LabApp.news_url=", "--allow-root",
             # window.jupyterapp: the page driver reads the notebook's own kernel from it
+            # (Notebook 7 has its own application class, and its own name for the setting)
             "--LabApp.expose_app_in_browser=True",
+            "--JupyterNotebookApp.expose_app_in_browser=True",
             # Unix sockets in the server's own runtime folder: TCP ports picked at the same
             # moment by two servers (parallel test workers) can collide and kill a kernel
             "--KernelManager.transport=ipc"]

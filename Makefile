@@ -60,10 +60,10 @@ demo: setup
 # The tiers run fast-first and the first failing one stops the run: lint, unit (the player's
 # JavaScript rules in node, then Python with no model, no browser), model (the real Kokoro
 # graph), ui (JupyterLab in Chromium). Each tier runs in several processes (pytest-xdist):
-# the model tier is CPU-bound, so WORKERS is the core count, and each of its files runs in one
-# worker (its module fixtures, sessions and judges, are set up once); the ui tier mostly waits for
-# audio played in real time, so it runs UI_WORKERS, each with its own JupyterLab and Chromium
-# (green five times in a row beside a CPU burner). WORKERS=0 runs a tier in one process.
+# the model tier is CPU-bound, so WORKERS is the core count, and each of its files runs in
+# one worker (its module fixtures, sessions and judges, are set up once); the ui tier mostly
+# waits for audio played in real time, so it runs UI_WORKERS, each with its own JupyterLab and
+# Chromium (green five times in a row beside a CPU burner). WORKERS=0 runs one process.
 WORKERS ?= 2
 UI_WORKERS ?= 3
 test: setup

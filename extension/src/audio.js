@@ -33,11 +33,11 @@ export { PROTOCOL, getAudioContext, registry };
 export const LEAD_S = 0.03;
 const RENDER_QUANTUM = 128;
 
-/** The start margin on `ctx`: its output buffer plus one render quantum, or LEAD_S. */
+/** The start margin on `ctx`: its output buffer plus one render quantum, never over LEAD_S. */
 export function leadSeconds(ctx) {
   const base = ctx.baseLatency;
-  if (!(base > 0 && base < LEAD_S) || !ctx.sampleRate) return LEAD_S;
-  return base + RENDER_QUANTUM / ctx.sampleRate;
+  if (!(base > 0) || !ctx.sampleRate) return LEAD_S;
+  return Math.min(base + RENDER_QUANTUM / ctx.sampleRate, LEAD_S);
 }
 // Silence between two queued utterances (one cell's speech and the next).
 export const CELL_GAP_S = 0.35;

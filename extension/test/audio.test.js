@@ -333,4 +333,6 @@ test("the first chunk starts one output buffer and one render quantum ahead", ()
   // a context that reports no (or an implausible) buffer keeps the fixed margin
   assert.equal(leadSeconds({ sampleRate: 24000 }), LEAD_S);
   assert.equal(leadSeconds({ sampleRate: 24000, baseLatency: 0.2 }), LEAD_S);
+  // a buffer just under LEAD_S: its quantum would take the margin past it; capped
+  assert.equal(leadSeconds({ sampleRate: 24000, baseLatency: 0.028 }), LEAD_S);
 });

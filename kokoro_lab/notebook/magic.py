@@ -165,7 +165,7 @@ class SpeakMagics(Magics, Configurable):
 
         Another job in the kernel that ran them on its own inputs (``%speak_profile``) leaves
         their arenas grown, and only a run of the kernel's own gives that back: after a judged
-        profile the kernel stayed ~210 MB above a warm one, ~120 MB once settled.
+        profile the kernel stayed ~210 MB above a warm one, ~90 MB once settled and trimmed.
         """
         if self._synth is not None:
             self._synth.warm_up()

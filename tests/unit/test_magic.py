@@ -71,8 +71,6 @@ def test_bad_input_is_a_usage_error_with_a_clear_message(ip, cell, message):
     assert message in str(error)
 
 
-
-
 def test_a_finished_profile_settles_the_kernels_sessions_without_loading_a_model(ip, magics):
     """After ``%speak_profile`` the kernel's own sessions get one short run (their arenas,
     grown by the profile's inputs, shrink back); a kernel that never spoke loads nothing."""

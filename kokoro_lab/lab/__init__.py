@@ -8,6 +8,8 @@ Fenced here, as lonboard fences ``experimental/``, so the engine's own modules h
 * :mod:`.raw` — raw model-call timings per token count, no streaming;
 * :mod:`.windowed` — windowed vocoder decoding (measured, rejected by ear);
 * :mod:`.splice` — the trailing splice of the vocoder's silent tail (measured, rejected);
+* :mod:`.rewrites` — the vocoder's ``STFT`` as a ``Conv``, its Snake as a polynomial (measured,
+  rejected);
 * :mod:`.jupyter` — JupyterLab in Chromium, driven as a user would (browser tests, benchmarks).
 
 Benchmarks reach the engine through its public API (:class:`kokoro_lab.Synthesizer`'s

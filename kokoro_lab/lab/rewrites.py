@@ -1,0 +1,132 @@
+"""Two more vocoder rewrites, measured and rejected (the engine does not run them).
+
+Each is a pure rewrite of a generator-stage graph, applied on top of the ``matmul-fused``
+variant, where ONNX Runtime's profiler puts the remaining time (``kokoro-lab ops``): ``Sin``
+(the Snake activations, ~25 %) and the one ``STFT`` node (~10 %). Both ops run on one thread
+whatever ``intra_op_num_threads`` says; ``Sin`` costs ~2 ns per element, a ``Mul`` ~0.2 ns.
+``benchmarks/vocoder_rewrites.py`` times and judges them (``benchmarks/results/
+vocoder_rewrites.md``):
+
+* :func:`stft_as_conv` computes the harmonic source's ``STFT`` as a strided ``Conv`` with the
+  windowed DFT basis (real rows, then imaginary rows): the same transform to ~1e-6, on every
+  thread. 1.09x faster, and **rejected by ear** (PESQ-WB 3.64, DNSMOS -0.08): 18 % of the
+  source's bins are silent (fainter than 1e-5), their phase is rounding noise, and the vocoder
+  reads every bin's phase (atan2), so a different rounding is a different input.
+* :func:`snake_polynomial` computes the Snake's ``sin(u)^2`` without ``Sin``: ``t = u/pi``
+  reduced to ``f = t - round(t)`` in ``[-1/2, 1/2]``, then ``sin^2(pi f)`` as a least-squares
+  polynomial in ``f^2``. Degree 2 to 4 pass by ear (PESQ-WB 4.32-4.40) and **gain nothing**
+  (0.94-1.00x): ONNX Runtime runs every element-wise op as its own pass over memory, so the
+  six to ten passes cost what one ``Sin`` does. Only a fused kernel (a custom op) would win.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import helper
+
+from ..engine.graphs.common import Graph, RewriteError
+
+
+def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
+    return onnx.ModelProto.FromString(model.SerializeToString())
+
+
+def dft_basis(window: np.ndarray, onesided: bool = True) -> np.ndarray:
+    """``Conv`` weights ``[2 * bins, 1, n]``: ``window * cos`` rows, then ``-window * sin``
+    rows, so output channel ``k`` is bin ``k``'s real part and ``bins + k`` its imaginary part,
+    as ONNX's ``STFT`` defines them."""
+    n = window.size
+    bins = n // 2 + 1 if onesided else n
+    angle = 2 * np.pi * np.arange(bins)[:, None] * np.arange(n)[None] / n
+    window = window.astype(np.float64)[None]
+    return np.concatenate([window * np.cos(angle), -window * np.sin(angle)])[:, None, :] \
+        .astype(np.float32)
+
+
+def stft_as_conv(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Every ``STFT`` with constant step and window as ``Conv`` + ``Reshape`` + ``Transpose``
+    to the ``[batch, frames, bins, 2]`` layout the ``STFT`` gave."""
+    out = _copy(model)
+    g = Graph(out.graph)
+    replace: dict[str, list[onnx.NodeProto]] = {}
+    for node in out.graph.node:
+        if node.op_type != "STFT" or len(node.input) < 3 or not node.input[2]:
+            continue
+        onesided = bool(next((helper.get_attribute_value(a) for a in node.attribute
+                              if a.name == "onesided"), 1))
+        basis = dft_basis(g.array(node.input[2]), onesided)
+        bins = basis.shape[0] // 2
+        p = node.name + "/as_conv/"
+        replace[node.output[0]] = [
+            helper.make_node("Reshape", [node.input[0], g.const(p + "to_channels", np.array(
+                [0, 1, -1], np.int64))], [p + "signal"]),
+            helper.make_node("Conv", [p + "signal", g.const(p + "basis", basis)], [p + "bins"],
+                             strides=[int(g.array(node.input[1]))], name=p + "conv"),
+            helper.make_node("Reshape", [p + "bins", g.const(p + "parts_shape", np.array(
+                [0, 2, bins, -1], np.int64))], [p + "parts"]),
+            helper.make_node("Transpose", [p + "parts"], [node.output[0]], perm=[0, 3, 2, 1],
+                             name=p + "to_stft_layout"),
+        ]
+    if not replace:
+        raise RewriteError("no STFT with a constant window to rewrite")
+    g.rebuild(out, replace, set())
+    return out
+
+
+def sin_squared_coefficients(degree: int) -> np.ndarray:
+    """``c`` with ``sin^2(pi f) ~ sum_k c[k-1] * w**k``, ``w = f^2``, ``|f| <= 1/2`` (least
+    squares on a fine grid; ``degree`` 4 is within 6e-5, 5 within 2e-6)."""
+    w = np.linspace(-0.5, 0.5, 20001) ** 2
+    powers = np.stack([w ** k for k in range(1, degree + 1)], axis=1)
+    return np.linalg.lstsq(powers, np.sin(np.pi * np.sqrt(w)) ** 2, rcond=None)[0]
+
+
+def _squared_sine(g: Graph, sin: onnx.NodeProto) -> onnx.NodeProto | None:
+    """The node squaring ``sin``'s output (``Mul(s, s)`` or ``Pow(s, 2)``), if that is its
+    only reader."""
+    square = g.only(sin.output[0], "Mul")
+    if square is not None and list(square.input) == [sin.output[0]] * 2:
+        return square
+    power = g.only(sin.output[0], "Pow")
+    if power is not None and power.input[1] in g.init and float(g.array(power.input[1])) == 2:
+        return power
+    return None
+
+
+def snake_polynomial(model: onnx.ModelProto, degree: int = 4) -> onnx.ModelProto:
+    """Every ``sin(u)^2`` (a ``Sin`` whose only reader squares it) as range reduction and a
+    polynomial: ``degree + 4`` element-wise passes instead of two, none of them ``Sin``."""
+    out = _copy(model)
+    g = Graph(out.graph)
+    coefficients = sin_squared_coefficients(degree)
+    replace: dict[str, list[onnx.NodeProto]] = {}
+    drop: set[str] = set()
+    for sin in out.graph.node:
+        square = _squared_sine(g, sin) if sin.op_type == "Sin" else None
+        if square is None:
+            continue
+        p = sin.name + "/polynomial/"
+        const = {k: g.const(f"{p}c{k}", np.float32(c)) for k, c in enumerate(coefficients, 1)}
+        new = [helper.make_node("Mul", [sin.input[0], g.const(p + "inv_pi", np.float32(
+                   1 / np.pi))], [p + "t"]),
+               helper.make_node("Round", [p + "t"], [p + "n"]),
+               helper.make_node("Sub", [p + "t", p + "n"], [p + "f"]),
+               helper.make_node("Mul", [p + "f", p + "f"], [p + "w"]),
+               helper.make_node("Mul", [p + "w", const[degree]], [p + f"h{degree}"])]
+        for k in range(degree - 1, 0, -1):  # h_k = (h_{k+1} + c_k) * w
+            new += [helper.make_node("Add", [p + f"h{k + 1}", const[k]], [p + f"a{k}"]),
+                    helper.make_node("Mul", [p + f"a{k}", p + "w"], [p + f"h{k}"])]
+        new.append(helper.make_node("Identity", [p + "h1"], [square.output[0]]))
+        replace[square.output[0]] = new
+        drop.add(sin.output[0])
+    if not replace:
+        raise RewriteError("no sin(u)^2 (Sin, then Mul(s, s) or Pow(s, 2)) to rewrite")
+    g.rebuild(out, replace, drop)
+    return out
+
+
+REWRITES = {"stft-as-conv": stft_as_conv, "snake-polynomial": snake_polynomial}
+
+__all__ = ["REWRITES", "dft_basis", "sin_squared_coefficients", "snake_polynomial",
+           "stft_as_conv"]

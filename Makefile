@@ -62,17 +62,20 @@ demo: setup
 # The tiers run fast-first and the first failing one stops the run: lint, unit (the player's
 # JavaScript rules in node, then Python with no model, no browser), model (the real Kokoro
 # graph), ui (JupyterLab in Chromium). Each tier runs in several processes (pytest-xdist):
-# the model tier is CPU-bound, so WORKERS is the core count, and each of its files runs in
-# one worker (its module fixtures, sessions and judges, are set up once); the ui tier mostly
-# waits for audio played in real time, so it runs UI_WORKERS, each with its own JupyterLab and
-# Chromium (green five times in a row beside a CPU burner). WORKERS=0 runs one process.
+# the unit tier is CPU-bound, so WORKERS is the core count. The model tier runs one file per
+# worker (its module fixtures, sessions and judges, are set up once) in MODEL_WORKERS: three
+# on two cores, because its kernels, notebooks and players also wait (3 min 23 s, against
+# 4 min 17 s with two and 3 min 42 s with four). The ui tier mostly waits for audio played in
+# real time, so it runs UI_WORKERS, each with its own JupyterLab and Chromium (green five
+# times in a row beside a CPU burner). WORKERS=0 MODEL_WORKERS=0 UI_WORKERS=0 runs one process.
 WORKERS ?= 2
+MODEL_WORKERS ?= 3
 UI_WORKERS ?= 3
 test: setup
 	$(VENV)/bin/ruff check kokoro_lab tests benchmarks
 	cd extension && npm test --silent
 	$(PY) -m pytest -n $(WORKERS) tests/unit
-	$(PY) -m pytest -n $(WORKERS) --dist loadfile tests/model
+	$(PY) -m pytest -n $(MODEL_WORKERS) --dist loadfile tests/model
 	$(PY) -m pytest -n $(UI_WORKERS) tests/ui
 
 test-fast: setup

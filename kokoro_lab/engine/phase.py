@@ -19,6 +19,7 @@ import onnx
 from onnx import TensorProto, helper
 
 from . import split
+from .graphs.common import copy_model
 from .split import FRAME_SAMPLES, SAMPLE_RATE
 
 CUMSUM_NODE = "/decoder/decoder/generator/m_source/l_sin_gen/CumSum"
@@ -31,7 +32,7 @@ PHASE_GRAPH = "generator-phase.onnx"
 
 def add_phase_input(model: onnx.ModelProto) -> onnx.ModelProto:
     """A copy of the generator stage whose source phase ``CumSum`` gets ``phase_offset`` added."""
-    model = onnx.ModelProto.FromString(model.SerializeToString())
+    model = copy_model(model)
     graph = model.graph
     nodes = [n for n in graph.node if n.name == CUMSUM_NODE]
     if len(nodes) != 1:

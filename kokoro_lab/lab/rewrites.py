@@ -25,11 +25,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from ..engine.graphs.common import Graph, RewriteError
-
-
-def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
-    return onnx.ModelProto.FromString(model.SerializeToString())
+from ..engine.graphs.common import Graph, RewriteError, attributes, copy_model
 
 
 def dft_basis(window: np.ndarray, onesided: bool = True) -> np.ndarray:
@@ -47,14 +43,13 @@ def dft_basis(window: np.ndarray, onesided: bool = True) -> np.ndarray:
 def stft_as_conv(model: onnx.ModelProto) -> onnx.ModelProto:
     """Every ``STFT`` with constant step and window as ``Conv`` + ``Reshape`` + ``Transpose``
     to the ``[batch, frames, bins, 2]`` layout the ``STFT`` gave."""
-    out = _copy(model)
+    out = copy_model(model)
     g = Graph(out.graph)
     replace: dict[str, list[onnx.NodeProto]] = {}
     for node in out.graph.node:
         if node.op_type != "STFT" or len(node.input) < 3 or not node.input[2]:
             continue
-        onesided = bool(next((helper.get_attribute_value(a) for a in node.attribute
-                              if a.name == "onesided"), 1))
+        onesided = bool(attributes(node).get("onesided", 1))
         basis = dft_basis(g.array(node.input[2]), onesided)
         bins = basis.shape[0] // 2
         p = node.name + "/as_conv/"
@@ -97,7 +92,7 @@ def _squared_sine(g: Graph, sin: onnx.NodeProto) -> onnx.NodeProto | None:
 def snake_polynomial(model: onnx.ModelProto, degree: int = 4) -> onnx.ModelProto:
     """Every ``sin(u)^2`` (a ``Sin`` whose only reader squares it) as range reduction and a
     polynomial: ``degree + 4`` element-wise passes instead of two, none of them ``Sin``."""
-    out = _copy(model)
+    out = copy_model(model)
     g = Graph(out.graph)
     coefficients = sin_squared_coefficients(degree)
     replace: dict[str, list[onnx.NodeProto]] = {}

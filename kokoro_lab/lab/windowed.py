@@ -42,6 +42,7 @@ import onnx
 from onnx import TensorProto, helper
 
 from ..engine import split
+from ..engine.graphs.common import copy_model
 from ..engine.phase import HARMONICS, PHASE_INPUT, element_types, phase_graph_path, phase_offsets
 from ..engine.split import DURATIONS, F0, FEATURES, FRAME_SAMPLES, SAMPLE_RATE, STYLE
 
@@ -66,7 +67,7 @@ def add_stats_inputs(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str]
     Returns the rewritten copy and the statistic names (the ``ReduceMean`` outputs, in graph
     order); each gets an input ``name + "/prior"`` and an output ``name + "/local"``.
     """
-    model = onnx.ModelProto.FromString(model.SerializeToString())
+    model = copy_model(model)
     dtypes = element_types(model)
     graph = model.graph
     nodes: list[onnx.NodeProto] = []

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
-from onnx import TensorProto, numpy_helper
+from onnx import TensorProto, helper, numpy_helper
 
 from ..files import AssetError
 
@@ -17,6 +17,16 @@ QUANTIZED_OPS = frozenset(
     {"MatMulInteger", "ConvInteger", "DynamicQuantizeLinear", "DynamicQuantizeLSTM",
      "DequantizeLinear", "QuantizeLinear"}
 )
+
+
+def copy_model(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A deep copy to rewrite, leaving the caller's graph as it was."""
+    return onnx.ModelProto.FromString(model.SerializeToString())
+
+
+def attributes(node: onnx.NodeProto) -> dict:
+    """A node's attributes as Python values, by name."""
+    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
 
 
 def quantized_op_counts(model: onnx.ModelProto) -> dict[str, int]:

@@ -46,7 +46,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from .common import Graph, RewriteError
+from .common import Graph, RewriteError, attributes, copy_model
 
 VARIANTS_VERSION = 1  # bump when a rewrite changes, so cached variant graphs are rebuilt
 MS_DOMAIN = "com.microsoft"
@@ -65,14 +65,6 @@ def has_amx(cpuinfo: str = "/proc/cpuinfo") -> bool:
     flags = next((line.split(":", 1)[1].split() for line in text.splitlines()
                   if line.startswith("flags")), [])
     return all(feature in flags for feature in AMX_FEATURES)
-
-
-def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
-    return onnx.ModelProto.FromString(model.SerializeToString())
-
-
-def _attrs(node: onnx.NodeProto) -> dict:
-    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
 
 
 def _epilogue(g: Graph, conv: onnx.NodeProto, act_scale: str):
@@ -147,12 +139,12 @@ def conv_integer_to_matmul(model: onnx.ModelProto, exact: bool = False) -> onnx.
     """Every 1-D ``ConvInteger`` (group 1, fed by ``DynamicQuantizeLinear``) as im2col and a
     ``uint8 x int8`` GEMM (see the module docstring); ``exact`` keeps the int32 product and the
     graph's own epilogue (bit-identical audio)."""
-    out = _copy(model)
+    out = copy_model(model)
     g = Graph(out.graph)
     replace: dict[str, list[onnx.NodeProto]] = {}
     drop: set[str] = set()
     for node in out.graph.node:
-        attrs = _attrs(node)
+        attrs = attributes(node)
         if node.op_type != "ConvInteger" or attrs.get("group", 1) != 1 \
                 or len(attrs.get("kernel_shape", [])) != 1 \
                 or attrs.get("auto_pad", b"NOTSET") != b"NOTSET":
@@ -241,7 +233,7 @@ def adain_to_instance_norm(model: onnx.ModelProto, fold_snake: bool = True) -> o
     """Each AdaIN over time (axis 2) as one ``InstanceNormalization`` (a normalisation shared
     by several AdaINs is computed per AdaIN); ``fold_snake`` also rewrites the Snake after it
     (see the module docstring)."""
-    out = _copy(model)
+    out = copy_model(model)
     g = Graph(out.graph)
     replace: dict[str, list[onnx.NodeProto]] = {}
     drop: set[str] = set()

@@ -67,9 +67,10 @@ demo: setup
 # the unit tier is CPU-bound, so WORKERS is the core count. The model tier runs one file per
 # worker (its module fixtures, sessions and judges, are set up once) in MODEL_WORKERS: three
 # on two cores, because its kernels, notebooks and players also wait (measured back to back:
-# 3 min 23 s against 4 min 17 s with two and 3 min 42 s with four; 4:14 against 5:08 later). The ui tier mostly waits for audio played in
-# real time, so it runs UI_WORKERS, each with its own JupyterLab and Chromium (green five
-# times in a row beside a CPU burner). WORKERS=0 MODEL_WORKERS=0 UI_WORKERS=0 runs one process.
+# 3 min 23 s against 4 min 17 s with two and 3 min 42 s with four; 4:14 against 5:08 later).
+# The ui tier mostly waits for audio played in real time, so it runs UI_WORKERS, each with its
+# own JupyterLab and Chromium (green five times in a row beside a CPU burner).
+# WORKERS=0 MODEL_WORKERS=0 UI_WORKERS=0 runs each tier in one process.
 WORKERS ?= 2
 MODEL_WORKERS ?= 3
 UI_WORKERS ?= 3

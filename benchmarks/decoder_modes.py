@@ -45,6 +45,7 @@ from kokoro_lab.engine.decoding import DECODERS
 from kokoro_lab.engine.finish import finish_chunk
 from kokoro_lab.engine.metrics import SAMPLE_RATE, simulate_playback
 from kokoro_lab.lab.bench import VOICE, judge, run_kokoro_onnx_stream
+from kokoro_lab.lab.results import write_results
 from kokoro_lab.lab.texts import HOLDOUT, LONG, PARAGRAPH
 
 RESULTS = Path(__file__).parent / "results"
@@ -189,11 +190,8 @@ def main() -> None:
     report = {"cores": os.cpu_count(), "load_start": load_start, "load_end": load_end,
               "tuning": synth.tuning.label, "dnsmos_offsets": quality.DNSMOS_OFFSETS,
               "rows": rows}
-    args.out.mkdir(parents=True, exist_ok=True)
     stem = "decoder_modes-quick" if args.quick else "decoder_modes"
-    (args.out / f"{stem}.json").write_text(json.dumps(report, indent=1, default=float) + "\n")
-    (args.out / f"{stem}.md").write_text(markdown(report))
-    print(markdown(report))
+    write_results(args.out, stem, report, markdown(report))
 
 
 if __name__ == "__main__":

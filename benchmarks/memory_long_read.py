@@ -42,6 +42,7 @@ import sys
 import time
 from pathlib import Path
 
+from kokoro_lab.lab.results import write_results
 from kokoro_lab.lab.texts import long_read
 
 RESULTS = Path(__file__).parent / "results"
@@ -130,10 +131,7 @@ def main() -> None:
     report = {"machine": {"cores": os.cpu_count()}, "chunks": args.chunks,
               "load_start": load_start, "load_end": [round(x, 2) for x in os.getloadavg()],
               "runs": runs}
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "memory_long_read.json").write_text(json.dumps(report, indent=1) + "\n")
-    (args.out / "memory_long_read.md").write_text(markdown(report))
-    print(markdown(report))
+    write_results(args.out, "memory_long_read", report, markdown(report))
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ writes ``benchmarks/results/openvino_generator.{json,md}``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import time
@@ -32,6 +31,7 @@ import numpy as np
 from kokoro_lab import quality
 from kokoro_lab.engine import Synthesizer, assets, split
 from kokoro_lab.engine.sessions import session_options
+from kokoro_lab.lab.results import write_results
 
 RESULTS = Path(__file__).parent / "results"
 TEXTS = {"4 words": "The old lighthouse stood",
@@ -117,10 +117,7 @@ def main() -> None:
         pesq = "–" if row["pesq_vs_ort_int8"] is None else f"{row['pesq_vs_ort_int8']:.2f}"
         lines.append(f"| {row['case']} | {row['frames']} | {row['backend']} | "
                      f"{row['median_ms']:.0f} | {row['vs_ort_int8']:.2f} | {pesq} |")
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "openvino_generator.json").write_text(json.dumps(report, indent=1) + "\n")
-    (args.out / "openvino_generator.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_results(args.out, "openvino_generator", report, "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import os
 from pathlib import Path
 
 import psutil
 from IPython.testing.globalipapp import start_ipython
+
+from kokoro_lab.lab.results import write_results
 
 RESULTS = Path(__file__).parent / "results"
 TARGET_MB = 150
@@ -79,10 +80,7 @@ def main() -> None:
     args = parser.parse_args()
     report = {"text": args.text, "load": [round(x, 2) for x in os.getloadavg()],
               "rss_mb": measure(args.text)}
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "profile_memory.json").write_text(json.dumps(report, indent=1) + "\n")
-    (args.out / "profile_memory.md").write_text(markdown(report))
-    print(markdown(report))
+    write_results(args.out, "profile_memory", report, markdown(report))
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ the unsplit model's rendering of the same chunk:
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +28,7 @@ from kokoro_lab import quality
 from kokoro_lab.engine import Synthesizer
 from kokoro_lab.engine.chunking import EFFICIENT_CAP, plan
 from kokoro_lab.engine.finish import finish_chunk
+from kokoro_lab.lab.results import write_results
 from kokoro_lab.lab.splice import render_spliced
 from kokoro_lab.lab.texts import PARAGRAPH
 
@@ -129,11 +129,8 @@ def main() -> None:
     synth = Synthesizer(cache=False)  # measure synthesis, not the chunk cache
     rows = [row for voice in args.voices.split(",") for row in judge_voice(synth, voice, variants)]
     summary = summarise(rows, variants)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "skip_pads_by_ear.json").write_text(json.dumps(
-        {"variants": summary, "chunks": len(rows)}, indent=1) + "\n")
-    (args.out / "skip_pads_by_ear.md").write_text(markdown(summary, len(rows)))
-    print(markdown(summary, len(rows)))
+    write_results(args.out, "skip_pads_by_ear", {"variants": summary, "chunks": len(rows)},
+                  markdown(summary, len(rows)))
 
 
 if __name__ == "__main__":

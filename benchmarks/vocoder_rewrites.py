@@ -18,7 +18,6 @@ writes ``benchmarks/results/vocoder_rewrites.{json,md}``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import tempfile
@@ -29,25 +28,31 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from kokoro_lab import quality
 from kokoro_lab.engine import Synthesizer, Tuning, assets
 from kokoro_lab.engine.metrics import SAMPLE_RATE
 from kokoro_lab.engine.sessions import create_session, stage_path
 from kokoro_lab.engine.split import AUDIO, F0
+from kokoro_lab.lab.results import write_results
 from kokoro_lab.lab.rewrites import snake_polynomial, stft_as_conv
-from kokoro_lab.profiling.tune import DNSMOS_SLACK, PESQ_MEAN_BAR, PESQ_MIN_BAR, TEXTS, VOICES
+from kokoro_lab.profiling.tune import (
+    DNSMOS_SLACK,
+    PESQ_MEAN_BAR,
+    PESQ_MIN_BAR,
+    TEXTS,
+    VOICES,
+    certify,
+)
 
 RESULTS = Path(__file__).parent / "results"
 THREADS = 2
 FAINT = 1e-5  # a bin this faint has a phase made of rounding error
 
 
-def candidates(fused: Path, folder: Path) -> dict[str, Path]:
-    """The graphs to compare: the released generator, ``matmul-fused``, and the rewrites on
-    top of ``matmul-fused``."""
+def candidates(fused: Path, model: onnx.ModelProto, folder: Path) -> dict[str, Path]:
+    """The graphs to compare: the released generator, ``matmul-fused`` (``fused``, whose graph
+    is ``model``), and the rewrites on top of it, saved in ``folder``."""
     graphs = {"released": stage_path(assets.model_path("int8"), "generator"),
               "matmul-fused": fused}
-    model = onnx.load(str(fused))
     for name, rewrite in (("fused + stft-as-conv", stft_as_conv),
                           ("fused + snake-polynomial(4)", lambda m: snake_polynomial(m, 4)),
                           ("fused + snake-polynomial(3)", lambda m: snake_polynomial(m, 3)),
@@ -57,34 +62,31 @@ def candidates(fused: Path, folder: Path) -> dict[str, Path]:
     return graphs
 
 
-def faint_bins(fused: Path, feeds: dict) -> dict:
-    """The source's STFT by ONNX Runtime and by the Conv rewrite, side by side: how far apart
-    the values are, and in how many bins the phase differs by more than 0.1 rad."""
-    model = stft_as_conv(onnx.load(str(fused)))
-    original = onnx.load(str(fused))
-    stft = next(n for n in original.graph.node if n.op_type == "STFT")
-    twin = helper.make_node("STFT", list(stft.input), ["reference_stft"], name="reference",
-                            onesided=1)
-    model.graph.node.append(twin)
-    model.graph.initializer.extend(i for i in original.graph.initializer if i.name in stft.input
-                                   and i.name not in {t.name for t in model.graph.initializer})
+def faint_bins(model: onnx.ModelProto, feeds: dict, folder: Path) -> dict:
+    """The source's STFT by ONNX Runtime and by the Conv rewrite, side by side in one graph:
+    how far apart the values are, and in how many bins the phase differs by more than 0.1 rad."""
+    stft = next(n for n in model.graph.node if n.op_type == "STFT")
+    both = stft_as_conv(model)  # the rewrite makes the STFT's output; the op itself is added
+    reference = onnx.NodeProto()
+    reference.CopyFrom(stft)
+    reference.name, reference.output[0] = "reference", "reference_stft"
+    both.graph.node.append(reference)
+    kept = {t.name for t in both.graph.initializer}
+    both.graph.initializer.extend(i for i in model.graph.initializer
+                                  if i.name in stft.input and i.name not in kept)
     for name in ("reference_stft", stft.output[0]):
-        model.graph.output.append(helper.make_empty_tensor_value_info(name))
-    session, _ = create_session_from_bytes(model)
-    ours, theirs = session.run(["reference_stft", stft.output[0]], feeds)
-    magnitude = np.hypot(ours[..., 0], ours[..., 1])
-    phase_gap = np.abs(np.angle(np.exp(1j * (np.arctan2(ours[..., 1], ours[..., 0])
-                                             - np.arctan2(theirs[..., 1], theirs[..., 0])))))
+        both.graph.output.append(helper.make_empty_tensor_value_info(name))
+    path = folder / "stft_side_by_side.onnx"
+    onnx.save(both, str(path))
+    session, _ = create_session(path, "cpu", THREADS, spinning=False)
+    op, conv = session.run(["reference_stft", stft.output[0]], feeds)
+    magnitude = np.hypot(op[..., 0], op[..., 1])
+    phase_gap = np.abs(np.angle(np.exp(1j * (np.arctan2(op[..., 1], op[..., 0])
+                                             - np.arctan2(conv[..., 1], conv[..., 0])))))
     moved = phase_gap > 0.1
-    return {"bins": int(magnitude.size), "max_abs_difference": float(np.abs(ours - theirs).max()),
+    return {"bins": int(magnitude.size), "max_abs_difference": float(np.abs(op - conv).max()),
             "faint_bins": int((magnitude < FAINT).sum()), "phase_moved_bins": int(moved.sum()),
             "loudest_moved_bin": float(magnitude[moved].max()) if moved.any() else 0.0}
-
-
-def create_session_from_bytes(model: onnx.ModelProto):
-    with tempfile.NamedTemporaryFile(suffix=".onnx") as file:
-        onnx.save(model, file.name)
-        return create_session(Path(file.name), "cpu", THREADS, spinning=False)
 
 
 def chunk_feeds(synth: Synthesizer) -> dict[tuple[str, str], dict]:
@@ -103,15 +105,10 @@ def chunk_feeds(synth: Synthesizer) -> dict[tuple[str, str], dict]:
 
 
 def judge(made: dict, reference: dict) -> dict:
-    scores = [quality.pesq_wb(reference[key], made[key]) for key in reference]
-    pause = np.zeros(SAMPLE_RATE // 4, np.float32)
-    joined = [np.concatenate([np.concatenate([a, pause]) for a in audio.values()])
-              for audio in (made, reference)]
-    delta = quality.dnsmos(joined[0])["ovrl"] - quality.dnsmos(joined[1])["ovrl"]
-    return {"pesq_mean": float(np.mean(scores)), "pesq_min": float(np.min(scores)),
-            "dnsmos_delta": float(delta),
-            "passed": bool(np.mean(scores) >= PESQ_MEAN_BAR and np.min(scores) >= PESQ_MIN_BAR
-                           and delta >= -DNSMOS_SLACK)}
+    """``kokoro-lab tune``'s certificate (:func:`kokoro_lab.profiling.tune.certify`)."""
+    found = certify(made, reference)
+    return {"pesq_mean": found.pesq_mean, "pesq_min": found.pesq_min,
+            "dnsmos_delta": float(found.dnsmos_delta), "passed": not found.failures}
 
 
 def main() -> None:
@@ -124,10 +121,12 @@ def main() -> None:
                         warm_up=False)
     feeds = chunk_feeds(synth)
     with tempfile.TemporaryDirectory() as folder:
-        graphs = candidates(Path(synth.decoder_for().last.graph), Path(folder))
+        fused = Path(synth.decoder_for().last.graph)
+        model = onnx.load(str(fused))
+        graphs = candidates(fused, model, Path(folder))
         sessions = {name: create_session(path, "cpu", THREADS, spinning=False)[0]
                     for name, path in graphs.items()}
-        faint = faint_bins(graphs["matmul-fused"], next(iter(feeds.values())))
+        faint = faint_bins(model, next(iter(feeds.values())), Path(folder))
     audio = {name: {key: session.run([AUDIO], f)[0].ravel() for key, f in feeds.items()}
              for name, session in sessions.items()}  # also the warm-up runs
     timed = [key for key in feeds if key[1] == VOICES[0]]
@@ -150,10 +149,7 @@ def main() -> None:
     report = {"threads": THREADS, "repeats": args.repeats, "audio_s_timed": seconds,
               "load_start": load_start, "load_end": [round(x, 2) for x in os.getloadavg()],
               "stft": faint, "rows": rows}
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "vocoder_rewrites.json").write_text(json.dumps(report, indent=1) + "\n")
-    (args.out / "vocoder_rewrites.md").write_text(markdown(report))
-    print(markdown(report))
+    write_results(args.out, "vocoder_rewrites", report, markdown(report))
 
 
 def markdown(report: dict) -> str:

@@ -204,21 +204,41 @@ def _measure(tuning: Tuning, baseline: _Measured, repeats: int) -> TuneRow:
     return row
 
 
-def _judge(row: TuneRow, made: dict, reference: dict) -> None:
-    """The certificate: PESQ-WB per chunk against the released graph, DNSMOS of the joined
-    chunks against the released graph's."""
+@dataclass
+class Certificate:
+    """What the judges heard of a rendering against the released graph's, and why it fails
+    (empty when it passes)."""
+
+    pesq_mean: float
+    pesq_min: float
+    dnsmos_delta: float
+    failures: list[str]
+
+
+def certify(made: dict, reference: dict) -> Certificate:
+    """PESQ-WB per chunk against the released graph's rendering of the same (text, voice),
+    DNSMOS of the joined chunks against the released graph's, each against its bar."""
     scores = [quality.pesq_wb(reference[key], made[key]) for key in reference]
-    row.pesq_mean, row.pesq_min = float(np.mean(scores)), float(np.min(scores))
     pause = np.zeros(SAMPLE_RATE // 4, np.float32)
     joined = [np.concatenate([np.concatenate([a, pause]) for a in audio.values()])
               for audio in (made, reference)]
-    row.dnsmos_delta = quality.dnsmos(joined[0])["ovrl"] - quality.dnsmos(joined[1])["ovrl"]
-    why = []
-    if row.pesq_mean < PESQ_MEAN_BAR or row.pesq_min < PESQ_MIN_BAR:
-        why.append(f"PESQ-WB {row.pesq_mean:.2f} (min {row.pesq_min:.2f}) under the bar "
-                   f"{PESQ_MEAN_BAR} ({PESQ_MIN_BAR})")
-    if row.dnsmos_delta < -DNSMOS_SLACK:
-        why.append(f"DNSMOS {row.dnsmos_delta:+.3f} below the released graph")
+    found = Certificate(float(np.mean(scores)), float(np.min(scores)),
+                        quality.dnsmos(joined[0])["ovrl"] - quality.dnsmos(joined[1])["ovrl"], [])
+    if found.pesq_mean < PESQ_MEAN_BAR or found.pesq_min < PESQ_MIN_BAR:
+        found.failures.append(f"PESQ-WB {found.pesq_mean:.2f} (min {found.pesq_min:.2f}) under "
+                              f"the bar {PESQ_MEAN_BAR} ({PESQ_MIN_BAR})")
+    if found.dnsmos_delta < -DNSMOS_SLACK:
+        found.failures.append(f"DNSMOS {found.dnsmos_delta:+.3f} below the released graph")
+    return found
+
+
+def _judge(row: TuneRow, made: dict, reference: dict) -> None:
+    """The certificate (:func:`certify`), and a candidate slower than the released graph
+    fails too."""
+    found = certify(made, reference)
+    row.pesq_mean, row.pesq_min, row.dnsmos_delta = (found.pesq_mean, found.pesq_min,
+                                                     found.dnsmos_delta)
+    why = list(found.failures)
     if row.speedup is not None and row.speedup < 1.0:
         why.append("slower than the released graph here")
     row.passed = not why
@@ -256,5 +276,5 @@ def _say(progress: bool, text: str) -> None:
         print(text, file=sys.stderr, flush=True)
 
 
-__all__ = ["BUSY_SHARE", "DNSMOS_SLACK", "PESQ_MEAN_BAR", "PESQ_MIN_BAR", "TuneReport", "TuneRow",
-           "candidates", "tune"]
+__all__ = ["BUSY_SHARE", "DNSMOS_SLACK", "PESQ_MEAN_BAR", "PESQ_MIN_BAR", "Certificate",
+           "TuneReport", "TuneRow", "candidates", "certify", "tune"]

@@ -174,6 +174,7 @@ def test_dnsmos_offsets_average_out_a_reading_that_moves_with_the_start(monkeypa
     assert abs(many[0] - many[1]) < abs(one[0] - one[1]) / 5
 
 
+@pytest.mark.compiles
 def test_dnsmos_mel_input_is_what_speechmos_gets_from_librosa():
     """The P.808 model's input, computed in numpy, equals speechmos's librosa call (which
     JIT-compiles ~250 MB with numba on first use)."""

@@ -4,7 +4,8 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
-UV := $(VENV)/bin/uv pip --python $(PY)
+UV_INSTALL := $(VENV)/bin/uv pip install --python $(PY)
+UV_UNINSTALL := $(VENV)/bin/uv pip uninstall --python $(PY)
 
 # kokoro-onnx requires the CPU `onnxruntime` wheel, and `onnxruntime-gpu` writes the same
 # `onnxruntime` module: installed side by side, whichever came last wins and the other's files
@@ -41,15 +42,15 @@ frontend: $(STATIC)
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet uv
-	$(UV) install --quiet -e '.[test,docs]'
+	$(UV_INSTALL) --quiet -e '.[test,docs]'
 ifeq ($(GPU),1)
 	$(PIP) uninstall --quiet -y onnxruntime onnxruntime-gpu
 	$(PIP) install --quiet '$(ORT_GPU)'
 else
 # back from a GPU setup, the line above brought the CPU wheel over the GPU one's files
 	if $(PIP) show --quiet onnxruntime-gpu 2>/dev/null; then \
-	  $(UV) uninstall --quiet onnxruntime onnxruntime-gpu && \
-	  $(UV) install --quiet -e '.[test,docs]'; fi
+	  $(UV_UNINSTALL) --quiet onnxruntime onnxruntime-gpu && \
+	  $(UV_INSTALL) --quiet -e '.[test,docs]'; fi
 endif
 	$(PY) -m compileall -q -j 0 -x '/site-packages/.*/tests?/' \
 	  "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" >/dev/null

@@ -11,12 +11,15 @@ HERE = Path(__file__).parent
 
 # The tier runs one file per worker (`--dist loadfile`), and the workers take files in
 # collection order (`--no-loadscope-reorder`), so the longest files go first and the short ones
-# fill the gaps at the end: without this the last worker finished ~50 s after the first. The
-# order is by each file's time on a fresh machine (three workers, cold caches): 103, 89, 80,
-# 67, 62, 57 and 56 s; the rest keep their alphabetical order after them. A file missing here
-# only runs later; nothing depends on the order.
-LONGEST_FIRST = ("test_docs.py", "test_profiling.py", "test_precisions.py", "test_decoding.py",
-                 "test_batch.py", "test_split.py", "test_api.py")
+# fill the gaps at the end (with xdist's own order, by test count, the last worker finished
+# ~50 s after the first). The order is each file's time on a fresh machine (three workers, cold
+# caches, two runs): from ~90 s for the docs to ~10 s for the word timings. A new file not
+# listed runs last; nothing depends on the order.
+LONGEST_FIRST = (
+    "test_docs.py", "test_profiling.py", "test_precisions.py", "test_decoding.py",
+    "test_split.py", "test_batch.py", "test_api.py", "test_intelligibility.py", "test_magic.py",
+    "test_notebooks.py", "test_memory.py", "test_player_protocol.py", "test_engine.py",
+    "test_words.py", "test_studio.py", "test_words_engine.py")
 
 
 def _rank(item: pytest.Item) -> int:

@@ -7,14 +7,15 @@ from pathlib import Path
 
 import pytest
 
+from tests.tiers import longest_first
+
 HERE = Path(__file__).parent
 
-# The tier runs one file per worker (`--dist loadfile`), and the workers take files in
-# collection order (`--no-loadscope-reorder`), so the longest files go first and the short ones
-# fill the gaps at the end (with xdist's own order, by test count, the last worker finished
-# ~50 s after the first). The order is each file's time on a fresh machine (three workers, cold
-# caches, two runs): from ~90 s for the docs to ~10 s for the word timings. A new file not
-# listed runs last; nothing depends on the order.
+# The tier runs one file per worker (`--dist loadfile`), in collection order
+# (`--no-loadscope-reorder`), longest first (see tests.tiers.longest_first): with xdist's own
+# order, by test count, the last worker finished ~50 s after the first. The order is each
+# file's time on a fresh machine (three workers, cold caches, two runs): from ~90 s for the
+# docs to ~10 s for the word timings. A new file not listed runs last.
 LONGEST_FIRST = (
     "test_docs.py", "test_profiling.py", "test_precisions.py", "test_decoding.py",
     "test_split.py", "test_batch.py", "test_api.py", "test_intelligibility.py", "test_magic.py",
@@ -22,15 +23,8 @@ LONGEST_FIRST = (
     "test_words.py", "test_studio.py", "test_words_engine.py")
 
 
-def _rank(item: pytest.Item) -> int:
-    path = Path(str(item.fspath))
-    if HERE not in path.parents:
-        return -1  # another tier's test (a run of all tests): it keeps its place
-    return LONGEST_FIRST.index(path.name) if path.name in LONGEST_FIRST else len(LONGEST_FIRST)
-
-
 def pytest_collection_modifyitems(items):
     for item in items:
         if HERE in Path(str(item.fspath)).parents:
             item.add_marker(pytest.mark.model)
-    items.sort(key=_rank)  # stable: each file's tests keep their order
+    longest_first(items, HERE, LONGEST_FIRST, lambda item: Path(str(item.fspath)).name)

@@ -13,6 +13,7 @@ import pytest
 
 from kokoro_lab.lab.jupyter import page
 from kokoro_lab.lab.jupyter.servers import CHROMIUM, jupyter_server, launch_chromium
+from tests.tiers import longest_first
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "artifacts" / "ui"
@@ -20,11 +21,27 @@ page.ARTIFACTS = ARTIFACTS  # failed waits leave their screenshots beside the ot
 os.environ.setdefault("KOKORO_LAB_SERVER_LOGS", str(ARTIFACTS))  # and the servers' logs
 
 
+# Each test's time in fresh-machine runs (three workers), longest first: a reload that plays a
+# paragraph twice (~62 s) down to the Studio (~20 s). See tests.tiers.longest_first.
+LONGEST_FIRST = (
+    "test_a_reloaded_page_plays_a_live_stream_and_offers_a_finished_one",
+    "test_run_all_makes_every_speaking_cell_heard",
+    "test_run_all_on_a_shipped_notebook_is_heard",
+    "test_a_warm_paragraph_plays_back_to_back_and_lights_the_word_heard",
+    "test_a_page_reloaded_before_saving_plays_nothing_unseen",
+    "test_blocked_autoplay_shows_enable_audio_then_plays",
+    "test_voila_offers_what_was_made_with_its_chart",
+    "test_notebook7_run_all_is_heard",
+    "test_studio_renders_and_speaks_in_chromium",
+)
+
+
 def pytest_collection_modifyitems(items):
     for item in items:
         if Path(str(item.fspath)).parent == Path(__file__).parent:
             item.add_marker(pytest.mark.ui)
             item.add_marker(pytest.mark.model)
+    longest_first(items, Path(__file__).parent, LONGEST_FIRST, lambda item: item.originalname)
 
 
 def _needs_browser() -> None:

@@ -70,9 +70,10 @@ demo: setup
 # The tiers run fast-first and the first failing one stops the run: lint, unit (the player's
 # JavaScript rules in node, then Python with no model, no browser), model (the real Kokoro
 # graph), ui (JupyterLab in Chromium). Each tier runs in several processes (pytest-xdist):
-# the unit tier is CPU-bound, so WORKERS is the core count. The model tier runs one file per
-# worker, longest first (its module fixtures, sessions and judges, are set up once; the order
-# is in tests/model/conftest.py), in MODEL_WORKERS: three on two cores, because its kernels,
+# the unit tier is CPU-bound, so WORKERS is the core count (an idle worker takes the tests
+# queued for a busy one: --dist worksteal). The model tier runs one file per worker, longest
+# first (its module fixtures, sessions and judges, are set up once; the order is in
+# tests/model/conftest.py), in MODEL_WORKERS: three on two cores, because its kernels,
 # notebooks and players also wait (measured back to back: 3 min 23 s against 4 min 17 s with
 # two and 3 min 42 s with four; 4:14 against 5:08 later).
 # The ui tier mostly waits for audio played in real time, so it runs UI_WORKERS, each with its
@@ -84,13 +85,13 @@ UI_WORKERS ?= 3
 test: setup
 	$(VENV)/bin/ruff check kokoro_lab tests benchmarks
 	cd extension && npm test --silent
-	$(PY) -m pytest -n $(WORKERS) tests/unit
+	$(PY) -m pytest -n $(WORKERS) --dist worksteal tests/unit
 	$(PY) -m pytest -n $(MODEL_WORKERS) --dist loadfile --no-loadscope-reorder tests/model
 	$(PY) -m pytest -n $(UI_WORKERS) tests/ui
 
 test-fast: setup
 	cd extension && npm test --silent
-	$(PY) -m pytest -n $(WORKERS) tests/unit
+	$(PY) -m pytest -n $(WORKERS) --dist worksteal tests/unit
 
 lint: setup
 	$(VENV)/bin/ruff check kokoro_lab tests benchmarks

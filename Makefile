@@ -52,9 +52,11 @@ else
 	  $(UV_UNINSTALL) --quiet onnxruntime onnxruntime-gpu && \
 	  $(UV_INSTALL) --quiet -e '.[test,docs]'; fi
 endif
+# The model and voices download (network) while the packages compile (CPU).
+	$(VENV)/bin/kokoro-lab assets --build & assets=$$!; \
 	$(PY) -m compileall -q -j 0 -x '/site-packages/.*/tests?/' \
-	  "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" >/dev/null
-	$(VENV)/bin/kokoro-lab assets --build
+	  "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" >/dev/null \
+	  && wait $$assets
 	rm -f $(VENV)/.setup-stamp $(VENV)/.setup-stamp-gpu*
 	touch $(STAMP)
 

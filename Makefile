@@ -33,11 +33,12 @@ setup: $(STAMP) $(STATIC)
 frontend: $(STATIC)
 
 # Re-run setup only when the dependency list changes; `make setup` is otherwise a no-op.
-# uv installs the ~200 packages (fetched and unpacked in parallel: 17 s from a cold cache, where
-# pip took 38-51 s one wheel at a time) without byte-compiling them; compileall then compiles
-# on every core, skipping the packages' own test suites, which nothing imports (16 s for all
-# of site-packages, 25 s with them; pip's own compiling took 36 s). Left to import time instead,
-# the compiling lands in the tests, in every worker and kernel that imports a module first.
+# uv installs the ~200 packages (fetched and unpacked in parallel: 19-23 s from a cold cache in
+# fresh-clone runs, where pip took 38-51 s one wheel at a time) without byte-compiling them;
+# compileall then compiles on every core, skipping the packages' own test suites, which nothing
+# imports (16-19 s for all of site-packages, 25 s with them; pip's own compiling took 36 s).
+# Left to import time instead, the compiling lands in the tests, in every worker and kernel that
+# imports a module first.
 # uv reads UV_INDEX_URL / UV_EXTRA_INDEX_URL for a package mirror, not pip.conf.
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)

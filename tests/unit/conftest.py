@@ -15,7 +15,7 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if HERE in Path(str(item.fspath)).parents:
             item.add_marker(pytest.mark.unit)
-    # A test that compiles on first use (numba, ~18 s on a fresh machine) starts first: its
+    # A test that compiles on first use (numba, ~12 s on a fresh machine) starts first: its
     # worker compiles while the others run the rest, instead of the tier waiting for it at the
     # end. The sort is stable, so the rest keep their order.
     items.sort(key=lambda item: item.get_closest_marker("compiles") is None)

@@ -3,7 +3,8 @@
 After the ``matmul-fused`` variant, ONNX Runtime's profiler puts ~25 % of the generator in
 ``Sin`` (the Snake activations) and ~10 % in its one ``STFT`` (the harmonic source), both run
 on one thread. :mod:`kokoro_lab.lab.rewrites` rewrites each; this script times the generator
-stage with each rewrite on top of ``matmul-fused``, interleaved run by run, 2 threads, no
+stage with each rewrite on top of ``matmul-fused``, and the engine's ``matmul-fused-poly``
+(the Snake polynomial with its constants folded in), interleaved run by run, 2 threads, no
 spinning, and judges it as ``kokoro-lab tune`` judges a variant: PESQ-WB of each held-out
 (text, voice) chunk against the released graph (bar: mean 4.0, min 3.6) and DNSMOS OVRL of the
 joined chunks (bar: −0.02). It also says why a rewrite fails where it does: for ``STFT``, how
@@ -50,9 +51,12 @@ FAINT = 1e-5  # a bin this faint has a phase made of rounding error
 
 def candidates(fused: Path, model: onnx.ModelProto, folder: Path) -> dict[str, Path]:
     """The graphs to compare: the released generator, ``matmul-fused`` (``fused``, whose graph
-    is ``model``), and the rewrites on top of it, saved in ``folder``."""
+    is ``model``), the engine's ``matmul-fused-poly``, and the rewrites on top of
+    ``matmul-fused``, saved in ``folder``."""
     graphs = {"released": stage_path(assets.model_path("int8"), "generator"),
-              "matmul-fused": fused}
+              "matmul-fused": fused,
+              "matmul-fused-poly": stage_path(assets.model_path("int8"), "generator",
+                                              "matmul-fused-poly")}
     for name, rewrite in (("fused + stft-as-conv", stft_as_conv),
                           ("fused + snake-polynomial(4)", lambda m: snake_polynomial(m, 4)),
                           ("fused + snake-polynomial(3)", lambda m: snake_polynomial(m, 3)),

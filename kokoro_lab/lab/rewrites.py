@@ -1,4 +1,4 @@
-"""Two more vocoder rewrites, measured and rejected (the engine does not run them).
+"""Two more vocoder rewrites, measured and rejected as written (the engine does not run them).
 
 Each is a pure rewrite of a generator-stage graph, applied on top of the ``matmul-fused``
 variant, where ONNX Runtime's profiler puts the remaining time (``kokoro-lab ops``): ``Sin``
@@ -14,9 +14,12 @@ vocoder_rewrites.md``):
   reads every bin's phase (atan2), so a different rounding is a different input.
 * :func:`snake_polynomial` computes the Snake's ``sin(u)^2`` without ``Sin``: ``t = u/pi``
   reduced to ``f = t - round(t)`` in ``[-1/2, 1/2]``, then ``sin^2(pi f)`` as a least-squares
-  polynomial in ``f^2``. Degree 2 to 4 pass by ear (PESQ-WB 4.32-4.40) and **gain nothing**
-  (0.94-1.00x): ONNX Runtime runs every element-wise op as its own pass over memory, so the
-  six to ten passes cost what one ``Sin`` does. Only a fused kernel (a custom op) would win.
+  polynomial in ``f^2``. Degree 2 to 4 pass by ear (PESQ-WB 4.32-4.40). Measured first on a
+  busy host (load average 2.3-3.1) they **gained nothing** (0.94-1.00x): the passes need the
+  second core that the single-threaded ``Sin`` left idle, and other tenants had it. The
+  engine's ``matmul-fused-poly`` variant (:mod:`kokoro_lab.engine.graphs.variants`) is this
+  rewrite with ``1/pi`` folded into the instance norm and the Snake's scale into the last
+  ``Mul`` (one pass fewer); ``kokoro-lab tune`` decides per machine whether it wins.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import onnx
 from onnx import helper
 
 from ..engine.graphs.common import Graph, RewriteError, attributes, copy_model
+from ..engine.graphs.variants import sin_squared_coefficients
 
 
 def dft_basis(window: np.ndarray, onesided: bool = True) -> np.ndarray:
@@ -67,14 +71,6 @@ def stft_as_conv(model: onnx.ModelProto) -> onnx.ModelProto:
         raise RewriteError("no STFT with a constant window to rewrite")
     g.rebuild(out, replace, set())
     return out
-
-
-def sin_squared_coefficients(degree: int) -> np.ndarray:
-    """``c`` with ``sin^2(pi f) ~ sum_k c[k-1] * w**k``, ``w = f^2``, ``|f| <= 1/2`` (least
-    squares on a fine grid; ``degree`` 4 is within 6e-5, 5 within 2e-6)."""
-    w = np.linspace(-0.5, 0.5, 20001) ** 2
-    powers = np.stack([w ** k for k in range(1, degree + 1)], axis=1)
-    return np.linalg.lstsq(powers, np.sin(np.pi * np.sqrt(w)) ** 2, rcond=None)[0]
 
 
 def _squared_sine(g: Graph, sin: onnx.NodeProto) -> onnx.NodeProto | None:

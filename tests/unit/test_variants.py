@@ -1,6 +1,7 @@
 """The generator graph variants on hand-built graphs of the released pattern: the exact GEMM
-rewrite gives the very same numbers, the fused one the same convolution to float rounding, and
-AdaIN + Snake fold into instance norm without changing what they compute."""
+rewrite gives the very same numbers, the fused one the same convolution to float rounding,
+AdaIN + Snake fold into instance norm without changing what they compute, and the Snake's
+polynomial form is the Snake to within the polynomial's error."""
 
 from __future__ import annotations
 
@@ -111,6 +112,37 @@ def test_adain_and_snake_fold_into_instance_norm():
     ops = [n.op_type for n in folded.graph.node]
     assert "InstanceNormalization" in ops and "Pow" not in ops and "ReduceMean" not in ops
     np.testing.assert_allclose(run(folded, feeds), run(model, feeds), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("degree", [2, 3])
+def test_the_snake_polynomial_computes_the_snake_without_sin(degree):
+    """The folded polynomial is the Snake to within the polynomial's own error on sin^2 (scaled
+    by 1/a), over many periods of the sine: the range reduction and the folds are exact."""
+    model = adain_snake_graph()
+    rng = np.random.default_rng(4)
+    feeds = {"x": rng.normal(0, 2, (1, C, 400)).astype(np.float32),
+             "gamma1": rng.uniform(0.5, 3.0, (1, C, 1)).astype(np.float32),
+             "beta": rng.normal(0, 3.0, (1, C, 1)).astype(np.float32)}
+    folded = variants.adain_to_instance_norm(model, sine_degree=degree)
+    ops = [n.op_type for n in folded.graph.node]
+    assert "Sin" not in ops and ops.count("Round") == 1 and "InstanceNormalization" in ops
+    f = np.linspace(-0.5, 0.5, 2001)
+    fit_error = np.abs(np.polyval(np.r_[variants.sin_squared_coefficients(degree)[::-1], 0],
+                                  f * f) - np.sin(np.pi * f) ** 2).max()
+    alpha = numpy_helper.to_array(next(i for i in model.graph.initializer if i.name == "alpha"))
+    reference = run(model, feeds)
+    assert np.abs(run(folded, feeds) - reference).max() <= fit_error / alpha.min() + 1e-4
+    # A degree-2 fit is not the Snake exactly: the test would see a broken fold, not just noise.
+    assert np.abs(run(folded, feeds) - reference).max() > 1e-6
+
+
+def test_the_poly_variant_is_never_run_unmeasured():
+    """Not bit-identical, so neither the built-in tuning nor anything but ``tune``'s by-ear
+    certificate puts it on the default path."""
+    from kokoro_lab.engine.tuning import built_in
+
+    assert "matmul-fused-poly" in variants.VARIANTS and "matmul-fused-poly" not in variants.EXACT
+    assert built_in().variant in variants.EXACT
 
 
 def test_a_graph_without_the_pattern_is_refused_and_names_are_checked():

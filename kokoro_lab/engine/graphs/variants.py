@@ -27,8 +27,19 @@ portable C fallback). So:
   scale and bias are the style's ``1 + gamma`` and ``beta``; with ``fold_snake`` the Snake that
   follows, ``y + sin(a*y)^2 / a``, becomes ``(u + sin(u)^2) * (1/a)`` with
   ``u = InstanceNorm(x, a*(1 + gamma), a*beta)``: five passes instead of six, no ``Pow``.
+* ``sine_degree`` (the ``matmul-fused-poly`` variant) also replaces that ``Sin``. ONNX Runtime
+  runs ``Sin`` on one thread at ~2 ns per element (3 ms per resblock tensor here, a quarter of
+  the fused vocoder) while ``Add``/``Mul`` use every core at ~0.3 ns. ``sin(u)^2`` has period
+  ``pi``, so with ``t = u/pi`` (the ``1/pi`` folded into the norm's scale and bias, free) it is
+  ``sin^2(pi f)`` of ``f = t - round(t)`` in ``[-1/2, 1/2]``, a least-squares polynomial in
+  ``f^2`` (:func:`sin_squared_coefficients`; degree 2 is within 0.01, well under the 8-bit
+  step of the ``DynamicQuantizeLinear`` that reads the Snake). With ``1/pi`` and ``pi/a``
+  folded into the coefficients and the last scale, the Snake is eight cheap passes
+  (``Round, Sub, Mul, Mul, Add, Mul, Add, Mul``) and passes by ear. It wins only where the
+  second core is free: the ``Sin`` it replaces left that core idle, the passes use it
+  (``benchmarks/vocoder_rewrites.py``; ``tune`` measures it against ``matmul-fused`` here).
 
-Both variants also run the *front* stage's convolutions through the exact rewrite (bit-identical
+Every variant also runs the *front* stage's convolutions through the exact rewrite (bit-identical
 there, 1.6–1.8x faster). Valid on any CPU, fast only where ``uint8 x int8`` GEMM is fast: on
 this Emerald Rapids machine (AMX) the exact variant runs the vocoder 1.96x and the fused one
 2.0–2.2x faster than the released graph. On an AVX2 CPU without VNNI, MLAS's ``u8 x s8`` kernel
@@ -229,10 +240,44 @@ def _adain(g: Graph, mean: onnx.NodeProto):
     return [mean, centre, square, var, add_eps, root, divide], eps, affine
 
 
-def adain_to_instance_norm(model: onnx.ModelProto, fold_snake: bool = True) -> onnx.ModelProto:
+def sin_squared_coefficients(degree: int) -> np.ndarray:
+    """``c`` with ``sin^2(pi f) ~ sum_k c[k-1] * w**k``, ``w = f^2``, ``|f| <= 1/2`` (least
+    squares on a fine grid; degree 2 is within 0.01, 4 within 6e-5, 5 within 2e-6)."""
+    w = np.linspace(-0.5, 0.5, 20001) ** 2
+    powers = np.stack([w ** k for k in range(1, degree + 1)], axis=1)
+    return np.linalg.lstsq(powers, np.sin(np.pi * np.sqrt(w)) ** 2, rcond=None)[0]
+
+
+def _snake_nodes(g: Graph, p: str, u: str, recip: str, out: str,
+                 sine_degree: int | None) -> list[onnx.NodeProto]:
+    """The folded Snake ``(u + sin(u)^2) * (1/a)`` reading the norm's output ``u`` (which is
+    ``u/pi`` when ``sine_degree`` is set: see the module docstring)."""
+    if sine_degree is None:
+        return [helper.make_node("Sin", [u], [p + "sin"], name=p + "sin"),
+                helper.make_node("Mul", [p + "sin", p + "sin"], [p + "sin2"]),
+                helper.make_node("Add", [u, p + "sin2"], [p + "v"]),
+                helper.make_node("Mul", [p + "v", recip], [out], name=p + "snake")]
+    c = sin_squared_coefficients(sine_degree) / np.pi  # sin^2 / pi, added to t = u/pi
+    new = [helper.make_node("Round", [u], [p + "n"]),
+           helper.make_node("Sub", [u, p + "n"], [p + "f"]),
+           helper.make_node("Mul", [p + "f", p + "f"], [p + "w"]),
+           helper.make_node("Mul", [p + "w", g.const(p + f"c{sine_degree}", np.float32(
+               c[-1]))], [p + f"h{sine_degree}"])]
+    for k in range(sine_degree - 1, 0, -1):  # Horner: h_k = (h_{k+1} + c_k) * w
+        new += [helper.make_node("Add", [p + f"h{k + 1}", g.const(p + f"c{k}", np.float32(
+                    c[k - 1]))], [p + f"a{k}"]),
+                helper.make_node("Mul", [p + f"a{k}", p + "w"], [p + f"h{k}"])]
+    pi_over_a = g.const(p + "pi_over_a", (g.array(recip) * np.pi).astype(np.float32))
+    return new + [helper.make_node("Add", [u, p + "h1"], [p + "v"]),
+                  helper.make_node("Mul", [p + "v", pi_over_a], [out], name=p + "snake")]
+
+
+def adain_to_instance_norm(model: onnx.ModelProto, fold_snake: bool = True,
+                           sine_degree: int | None = None) -> onnx.ModelProto:
     """Each AdaIN over time (axis 2) as one ``InstanceNormalization`` (a normalisation shared
-    by several AdaINs is computed per AdaIN); ``fold_snake`` also rewrites the Snake after it
-    (see the module docstring)."""
+    by several AdaINs is computed per AdaIN); ``fold_snake`` also rewrites the Snake after it,
+    with its ``sin^2`` as a polynomial of ``sine_degree`` when one is given (see the module
+    docstring)."""
     out = copy_model(model)
     g = Graph(out.graph)
     replace: dict[str, list[onnx.NodeProto]] = {}
@@ -255,6 +300,9 @@ def adain_to_instance_norm(model: onnx.ModelProto, fold_snake: bool = True) -> o
             snake = _snake_after(g, y) if fold_snake else None
             if snake is not None:
                 alpha, recip, nodes = snake
+                if sine_degree is not None:  # the norm gives u/pi: the 1/pi rides on alpha
+                    alpha = g.const(p + "alpha_over_pi", (g.array(alpha) / np.pi).astype(
+                        np.float32))
                 new += [helper.make_node("Mul", [gamma, alpha], [p + "a_gamma"]),
                         helper.make_node("Mul", [beta, alpha], [p + "a_beta"])]
                 gamma, beta, y = p + "a_gamma", p + "a_beta", p + "u"
@@ -266,11 +314,7 @@ def adain_to_instance_norm(model: onnx.ModelProto, fold_snake: bool = True) -> o
                                                                p + "bias"],
                                      [y], epsilon=eps, name=p + "norm")]
             if snake is not None:
-                new += [helper.make_node("Sin", [y], [p + "sin"], name=p + "sin"),
-                        helper.make_node("Mul", [p + "sin", p + "sin"], [p + "sin2"]),
-                        helper.make_node("Add", [y, p + "sin2"], [p + "v"]),
-                        helper.make_node("Mul", [p + "v", recip], [nodes[-1].output[0]],
-                                         name=p + "snake")]
+                new += _snake_nodes(g, p, y, recip, nodes[-1].output[0], sine_degree)
             replace[shift_add.output[0]] = new
             drop.add(scale_mul.output[0])
     if not replace:
@@ -295,8 +339,20 @@ def matmul_fused(model: onnx.ModelProto) -> onnx.ModelProto:
     return adain_to_instance_norm(conv_integer_to_matmul(model), fold_snake=True)
 
 
+def matmul_fused_poly(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``matmul-fused`` with the Snake's ``sin^2`` as a degree-2 polynomial on every core
+    instead of ``Sin`` on one (judged by ear before use)."""
+    return adain_to_instance_norm(conv_integer_to_matmul(model), fold_snake=True,
+                                  sine_degree=SNAKE_SINE_DEGREE)
+
+
+# Degree 2 passes by ear (PESQ-WB 4.36 against the released graph, as matmul-fused's 4.39) and
+# is the fastest; degree 3 adds two passes for no audible gain (benchmarks/vocoder_rewrites.py).
+SNAKE_SINE_DEGREE = 2
+
 VARIANTS: dict[str, Callable[[onnx.ModelProto], onnx.ModelProto]] = {
     "released": released, "matmul-exact": matmul_exact, "matmul-fused": matmul_fused,
+    "matmul-fused-poly": matmul_fused_poly,
 }
 EXACT = ("released", "matmul-exact")  # bit-identical to the released graph where GEMM is exact
 
@@ -310,4 +366,4 @@ def build(name: str, model: onnx.ModelProto) -> onnx.ModelProto:
 
 __all__ = ["EXACT", "VARIANTS", "VARIANTS_VERSION", "adain_to_instance_norm", "build",
            "conv_integer_to_matmul", "has_amx", "matmul_exact", "matmul_fused",
-           "released"]
+           "matmul_fused_poly", "released", "sin_squared_coefficients"]

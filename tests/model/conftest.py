@@ -20,7 +20,7 @@ LONGEST_FIRST = (
     "test_docs.py", "test_profiling.py", "test_precisions.py", "test_decoding.py",
     "test_split.py", "test_batch.py", "test_api.py", "test_intelligibility.py", "test_magic.py",
     "test_notebooks.py", "test_memory.py", "test_player_protocol.py", "test_engine.py",
-    "test_words.py", "test_studio.py", "test_words_engine.py")
+    "test_variants.py", "test_words.py", "test_studio.py", "test_words_engine.py")
 
 
 def pytest_collection_modifyitems(items):

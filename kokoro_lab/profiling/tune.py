@@ -32,6 +32,7 @@ import numpy as np
 
 from .. import quality
 from ..engine import Synthesizer, Tuning
+from ..engine.files import display_path
 from ..engine.graphs.variants import VARIANTS
 from ..engine.metrics import SAMPLE_RATE, first_audible_sample
 from ..engine.split import F0
@@ -90,7 +91,8 @@ class TuneReport:
                 f"{'**winner**' if row is self.winner else 'pass' if row.passed else 'no'}"
                 f"{': ' + row.note if row.note else ''} |")
         lines.append("")
-        lines.append(f"saved as this machine's profile: {self.saved}" if self.saved else
+        lines.append(f"saved as this machine's profile: {display_path(self.saved)}"
+                     if self.saved else
                      "no profile saved")
         return "\n".join(lines)
 

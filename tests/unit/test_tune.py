@@ -3,6 +3,8 @@ what is saved (never a candidate that failed, never on a busy machine unless for
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from kokoro_lab.engine import tuning
@@ -61,3 +63,12 @@ def test_the_candidates_try_the_likeliest_winners_first():
     names = [t.name for t in tune_module.candidates()]
     assert names[:2] == ["matmul-fused-poly, no spinning", "matmul-fused, no spinning"]
     assert "released, no spinning" in names
+
+
+def test_the_report_names_the_saved_profile_without_this_machines_home():
+    """tune's table gets committed to benchmarks/results: no home directory in it."""
+    saved = Path.home() / ".config" / "kokoro-lab" / "tuning.json"
+    text = tune_module.TuneReport(rows=[], winner=None, others_busy=0.0, noisy=False,
+                                  saved=str(saved)).markdown()
+    assert "saved as this machine's profile: ~/.config/kokoro-lab/tuning.json" in text
+    assert str(Path.home()) + "/" not in text

@@ -29,7 +29,7 @@ import onnx
 from onnx import helper
 
 from ..engine.graphs.common import Graph, RewriteError, attributes, copy_model
-from ..engine.graphs.variants import sin_squared_coefficients
+from ..engine.graphs.variants import sin_squared_coefficients, sin_squared_nodes
 
 
 def dft_basis(window: np.ndarray, onesided: bool = True) -> np.ndarray:
@@ -98,18 +98,11 @@ def snake_polynomial(model: onnx.ModelProto, degree: int = 4) -> onnx.ModelProto
         if square is None:
             continue
         p = sin.name + "/polynomial/"
-        const = {k: g.const(f"{p}c{k}", np.float32(c)) for k, c in enumerate(coefficients, 1)}
-        new = [helper.make_node("Mul", [sin.input[0], g.const(p + "inv_pi", np.float32(
-                   1 / np.pi))], [p + "t"]),
-               helper.make_node("Round", [p + "t"], [p + "n"]),
-               helper.make_node("Sub", [p + "t", p + "n"], [p + "f"]),
-               helper.make_node("Mul", [p + "f", p + "f"], [p + "w"]),
-               helper.make_node("Mul", [p + "w", const[degree]], [p + f"h{degree}"])]
-        for k in range(degree - 1, 0, -1):  # h_k = (h_{k+1} + c_k) * w
-            new += [helper.make_node("Add", [p + f"h{k + 1}", const[k]], [p + f"a{k}"]),
-                    helper.make_node("Mul", [p + f"a{k}", p + "w"], [p + f"h{k}"])]
-        new.append(helper.make_node("Identity", [p + "h1"], [square.output[0]]))
-        replace[square.output[0]] = new
+        scaled = helper.make_node("Mul", [sin.input[0], g.const(p + "inv_pi", np.float32(
+            1 / np.pi))], [p + "t"])
+        polynomial, sin2 = sin_squared_nodes(g, p, p + "t", coefficients)
+        replace[square.output[0]] = [
+            scaled, *polynomial, helper.make_node("Identity", [sin2], [square.output[0]])]
         drop.add(sin.output[0])
     if not replace:
         raise RewriteError("no sin(u)^2 (Sin, then Mul(s, s) or Pow(s, 2)) to rewrite")

@@ -248,27 +248,36 @@ def sin_squared_coefficients(degree: int) -> np.ndarray:
     return np.linalg.lstsq(powers, np.sin(np.pi * np.sqrt(w)) ** 2, rcond=None)[0]
 
 
+def sin_squared_nodes(g: Graph, p: str, t: str, coefficients: np.ndarray
+                      ) -> tuple[list[onnx.NodeProto], str]:
+    """Nodes computing ``sum_k c[k-1] * w**k`` with ``w = f^2``, ``f = t - round(t)``: that is
+    ``sin^2(pi t)`` for :func:`sin_squared_coefficients` (times any factor folded into them).
+    Returns the nodes and the name of their output."""
+    last = len(coefficients)
+    const = {k: g.const(f"{p}c{k}", np.float32(c)) for k, c in enumerate(coefficients, 1)}
+    new = [helper.make_node("Round", [t], [p + "n"]),
+           helper.make_node("Sub", [t, p + "n"], [p + "f"]),
+           helper.make_node("Mul", [p + "f", p + "f"], [p + "w"]),
+           helper.make_node("Mul", [p + "w", const[last]], [p + f"h{last}"])]
+    for k in range(last - 1, 0, -1):  # Horner: h_k = (h_{k+1} + c_k) * w
+        new += [helper.make_node("Add", [p + f"h{k + 1}", const[k]], [p + f"a{k}"]),
+                helper.make_node("Mul", [p + f"a{k}", p + "w"], [p + f"h{k}"])]
+    return new, p + "h1"
+
+
 def _snake_nodes(g: Graph, p: str, u: str, recip: str, out: str,
-                 sine_degree: int | None) -> list[onnx.NodeProto]:
+                 coefficients: np.ndarray | None) -> list[onnx.NodeProto]:
     """The folded Snake ``(u + sin(u)^2) * (1/a)`` reading the norm's output ``u`` (which is
-    ``u/pi`` when ``sine_degree`` is set: see the module docstring)."""
-    if sine_degree is None:
+    ``u/pi`` when polynomial ``coefficients``, already divided by ``pi``, are given: see the
+    module docstring)."""
+    if coefficients is None:
         return [helper.make_node("Sin", [u], [p + "sin"], name=p + "sin"),
                 helper.make_node("Mul", [p + "sin", p + "sin"], [p + "sin2"]),
                 helper.make_node("Add", [u, p + "sin2"], [p + "v"]),
                 helper.make_node("Mul", [p + "v", recip], [out], name=p + "snake")]
-    c = sin_squared_coefficients(sine_degree) / np.pi  # sin^2 / pi, added to t = u/pi
-    new = [helper.make_node("Round", [u], [p + "n"]),
-           helper.make_node("Sub", [u, p + "n"], [p + "f"]),
-           helper.make_node("Mul", [p + "f", p + "f"], [p + "w"]),
-           helper.make_node("Mul", [p + "w", g.const(p + f"c{sine_degree}", np.float32(
-               c[-1]))], [p + f"h{sine_degree}"])]
-    for k in range(sine_degree - 1, 0, -1):  # Horner: h_k = (h_{k+1} + c_k) * w
-        new += [helper.make_node("Add", [p + f"h{k + 1}", g.const(p + f"c{k}", np.float32(
-                    c[k - 1]))], [p + f"a{k}"]),
-                helper.make_node("Mul", [p + f"a{k}", p + "w"], [p + f"h{k}"])]
+    new, sin2 = sin_squared_nodes(g, p, u, coefficients)  # sin^2 / pi, added to t = u/pi
     pi_over_a = g.const(p + "pi_over_a", (g.array(recip) * np.pi).astype(np.float32))
-    return new + [helper.make_node("Add", [u, p + "h1"], [p + "v"]),
+    return new + [helper.make_node("Add", [u, sin2], [p + "v"]),
                   helper.make_node("Mul", [p + "v", pi_over_a], [out], name=p + "snake")]
 
 
@@ -280,6 +289,8 @@ def adain_to_instance_norm(model: onnx.ModelProto, fold_snake: bool = True,
     docstring)."""
     out = copy_model(model)
     g = Graph(out.graph)
+    coefficients = (None if sine_degree is None
+                    else sin_squared_coefficients(sine_degree) / np.pi)
     replace: dict[str, list[onnx.NodeProto]] = {}
     drop: set[str] = set()
     for mean in out.graph.node:
@@ -314,7 +325,7 @@ def adain_to_instance_norm(model: onnx.ModelProto, fold_snake: bool = True,
                                                                p + "bias"],
                                      [y], epsilon=eps, name=p + "norm")]
             if snake is not None:
-                new += _snake_nodes(g, p, y, recip, nodes[-1].output[0], sine_degree)
+                new += _snake_nodes(g, p, y, recip, nodes[-1].output[0], coefficients)
             replace[shift_add.output[0]] = new
             drop.add(scale_mul.output[0])
     if not replace:
@@ -367,4 +378,4 @@ def build(name: str, model: onnx.ModelProto) -> onnx.ModelProto:
 
 __all__ = ["EXACT", "VARIANTS", "VARIANTS_VERSION", "adain_to_instance_norm", "build",
            "conv_integer_to_matmul", "has_amx", "matmul_exact", "matmul_fused",
-           "matmul_fused_poly", "released", "sin_squared_coefficients"]
+           "matmul_fused_poly", "released", "sin_squared_coefficients", "sin_squared_nodes"]

@@ -9,9 +9,11 @@ vocoder_rewrites.md``):
 
 * :func:`stft_as_conv` computes the harmonic source's ``STFT`` as a strided ``Conv`` with the
   windowed DFT basis (real rows, then imaginary rows): the same transform to ~1e-6, on every
-  thread. 1.09x faster, and **rejected by ear** (PESQ-WB 3.64, DNSMOS -0.08): 18 % of the
-  source's bins are silent (fainter than 1e-5), their phase is rounding noise, and the vocoder
-  reads every bin's phase (atan2), so a different rounding is a different input.
+  thread. 1.09x faster, and **rejected by ear** (PESQ-WB 3.64, DNSMOS -0.08): the DC and
+  Nyquist bins' imaginary parts are rounding noise, whose sign the export's ``atan2`` turns
+  into a phase of +pi or -pi, and the vocoder reads every bin's phase. The engine's
+  ``matmul-fused-poly-stft`` variant is this rewrite with those parts exactly zero and the phase
+  PyTorch gives them (:mod:`kokoro_lab.engine.graphs.source`): it passes.
 * :func:`snake_polynomial` computes the Snake's ``sin(u)^2`` without ``Sin``: ``t = u/pi``
   reduced to ``f = t - round(t)`` in ``[-1/2, 1/2]``, then ``sin^2(pi f)`` as a least-squares
   polynomial in ``f^2``. Degree 2 to 4 pass by ear (PESQ-WB 4.32-4.40). Measured first on a
@@ -28,49 +30,16 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from ..engine.graphs.common import Graph, RewriteError, attributes, copy_model
+from ..engine.graphs.common import Graph, RewriteError, copy_model
+from ..engine.graphs.source import stft_as_conv as engine_stft_as_conv
 from ..engine.graphs.variants import sin_squared_coefficients, sin_squared_nodes
 
 
-def dft_basis(window: np.ndarray, onesided: bool = True) -> np.ndarray:
-    """``Conv`` weights ``[2 * bins, 1, n]``: ``window * cos`` rows, then ``-window * sin``
-    rows, so output channel ``k`` is bin ``k``'s real part and ``bins + k`` its imaginary part,
-    as ONNX's ``STFT`` defines them."""
-    n = window.size
-    bins = n // 2 + 1 if onesided else n
-    angle = 2 * np.pi * np.arange(bins)[:, None] * np.arange(n)[None] / n
-    window = window.astype(np.float64)[None]
-    return np.concatenate([window * np.cos(angle), -window * np.sin(angle)])[:, None, :] \
-        .astype(np.float32)
-
-
 def stft_as_conv(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Every ``STFT`` with constant step and window as ``Conv`` + ``Reshape`` + ``Transpose``
-    to the ``[batch, frames, bins, 2]`` layout the ``STFT`` gave."""
-    out = copy_model(model)
-    g = Graph(out.graph)
-    replace: dict[str, list[onnx.NodeProto]] = {}
-    for node in out.graph.node:
-        if node.op_type != "STFT" or len(node.input) < 3 or not node.input[2]:
-            continue
-        onesided = bool(attributes(node).get("onesided", 1))
-        basis = dft_basis(g.array(node.input[2]), onesided)
-        bins = basis.shape[0] // 2
-        p = node.name + "/as_conv/"
-        replace[node.output[0]] = [
-            helper.make_node("Reshape", [node.input[0], g.const(p + "to_channels", np.array(
-                [0, 1, -1], np.int64))], [p + "signal"]),
-            helper.make_node("Conv", [p + "signal", g.const(p + "basis", basis)], [p + "bins"],
-                             strides=[int(g.array(node.input[1]))], name=p + "conv"),
-            helper.make_node("Reshape", [p + "bins", g.const(p + "parts_shape", np.array(
-                [0, 2, bins, -1], np.int64))], [p + "parts"]),
-            helper.make_node("Transpose", [p + "parts"], [node.output[0]], perm=[0, 3, 2, 1],
-                             name=p + "to_stft_layout"),
-        ]
-    if not replace:
-        raise RewriteError("no STFT with a constant window to rewrite")
-    g.rebuild(out, replace, set())
-    return out
+    """The source's ``STFT`` as a ``Conv`` *without* the trained phase of the DC and Nyquist
+    bins: :func:`kokoro_lab.engine.graphs.source.stft_as_conv` with ``as_trained=False``, the
+    form that failed by ear."""
+    return engine_stft_as_conv(model, as_trained=False)
 
 
 def _squared_sine(g: Graph, sin: onnx.NodeProto) -> onnx.NodeProto | None:
@@ -112,5 +81,4 @@ def snake_polynomial(model: onnx.ModelProto, degree: int = 4) -> onnx.ModelProto
 
 REWRITES = {"stft-as-conv": stft_as_conv, "snake-polynomial": snake_polynomial}
 
-__all__ = ["REWRITES", "dft_basis", "sin_squared_coefficients", "snake_polynomial",
-           "stft_as_conv"]
+__all__ = ["REWRITES", "sin_squared_coefficients", "snake_polynomial", "stft_as_conv"]

@@ -214,7 +214,7 @@ class Stream:
                     planned = planner.next_chunk(scheduler.budget(now, remaining))
                     if planned is None:
                         break
-                    made = self._make(planned, self.loaded)
+                    made = self._make(planned, self.loaded, opens_stream=index == 0)
                 if not self._deliver(index, planned, made, planner):
                     return
                 index += 1
@@ -236,9 +236,11 @@ class Stream:
                 return
             in_flight.append((planned, lanes.submit(self._make, planned, lane)))
 
-    def _make(self, planned: PlannedChunk, decoder: Decoder) -> Made:
+    def _make(self, planned: PlannedChunk, decoder: Decoder, opens_stream: bool = False
+              ) -> Made:
         return self.synth.make(planned.text, planned.phonemes, planned.boundary, self.voice,
-                               self.speed, self.lang, decoder, self._run_options)
+                               self.speed, self.lang, decoder, self._run_options,
+                               opens_stream=opens_stream)
 
     def _deliver(self, index: int, planned: PlannedChunk, made: Made,
                  planner: ChunkPlanner) -> bool:

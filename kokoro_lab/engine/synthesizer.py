@@ -228,29 +228,31 @@ class Synthesizer:
 
     def make(self, text: str, phonemes: str, boundary: str, voice: Voice, speed: float,
              lang: str, decoder: Decoder, options: ort.RunOptions | None = None,
-             finish: bool = True) -> Made:
-        """Run one chunk on ``decoder`` and finish its audio (trim, fades, pause), or take it
-        from the chunk cache when the same chunk was made before."""
-        key = (text, phonemes, boundary, voice.parts, speed, finish, decoder.graph)
+             finish: bool = True, opens_stream: bool = False) -> Made:
+        """Run one chunk on ``decoder`` and finish its audio (trim, fades, pause; a chunk that
+        ``opens_stream`` starts at its sound), or take it from the chunk cache when the same
+        chunk was made before."""
+        key = (text, phonemes, boundary, voice.parts, speed, finish, opens_stream, decoder.graph)
         if self.cache is not None and (hit := self.cache.get(key)) is not None:
             now = time.perf_counter()
             return dataclasses.replace(hit, started=now, finished=now, decoder=decoder,
                                        slowdown=1.0, cached=True)
-        made = self._make(text, phonemes, boundary, voice, speed, lang, decoder, options, finish)
+        made = self._make(text, phonemes, boundary, voice, speed, lang, decoder, options, finish,
+                          opens_stream)
         if self.cache is not None:
             self.cache.put(key, made)
         return made
 
     def _make(self, text: str, phonemes: str, boundary: str, voice: Voice, speed: float,
               lang: str, decoder: Decoder, options: ort.RunOptions | None,
-              finish: bool) -> Made:
+              finish: bool, opens_stream: bool) -> Made:
         model = decoder.speed_model
         predicted_s = model.predict_synthesis_s(len(phonemes))
         started = time.perf_counter()
         rendered = self._render(decoder, phonemes, voice, speed, options)
         release_freed_memory()  # what this chunk's new input shapes needed: back to the system
-        finished_audio = finish_chunk(rendered.audio, boundary, speed) if finish else \
-            FinishedAudio(rendered.audio, 0.0, 0, len(rendered.audio))
+        finished_audio = finish_chunk(rendered.audio, boundary, speed, opens_stream) if finish \
+            else FinishedAudio(rendered.audio, 0.0, 0, len(rendered.audio))
         finished = time.perf_counter()
         model.observe(len(phonemes), finished - started,
                       len(finished_audio.audio) / SAMPLE_RATE, speed)

@@ -183,7 +183,7 @@ def _first_chunk(synth, engine, request, stages):
         frames = np.arange(begin, int(front[F0].shape[-1]))
         raw = engine.generate(front, frames)
         t4 = clock()
-    finished = finish_chunk(raw, chunk.boundary, request.speed)
+    finished = finish_chunk(raw, chunk.boundary, request.speed, opens_stream=True)
     chunk_words(chunk.text, chunk.phonemes, np.asarray(front[DURATIONS]).ravel(),
                 finished.trim_start, finished.speech_samples,
                 phonemize=lambda piece: synth.phonemize(piece, request.lang))

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from kokoro_lab import ProviderUnavailable, TextError, VoiceError
+from kokoro_lab.engine.finish import LEAD_IN_S, sound_onset
 from kokoro_lab.engine.metrics import SAMPLE_RATE
 from kokoro_lab.engine.stream import QUEUE_CHUNKS
 
@@ -42,6 +43,21 @@ def test_stream_yields_measured_chunks_in_order(synth, tmp_path):
     # playback waits the start margin chunk 0 asks for (0 unless this machine is slow now)
     assert all(c.start_margin_ms == 0 for c in chunks[1:])
     assert result.playback.first_audio_ms < chunks[0].ready_ms + chunks[0].start_margin_ms + 200
+
+
+def test_a_streams_first_chunk_starts_at_its_sound(synth):
+    """The model's output for "Most people never think" keeps ~180 ms of silence before "M"
+    after kokoro-onnx's trim; the stream's first chunk starts 10 ms before the sound instead,
+    and its words are still placed on its audio."""
+    first = next(iter(synth.stream("Most people never think about the pause.")))
+    alone = synth.render(first.text)  # the same chunk, not opening a stream
+    lead, alone_lead = sound_onset(first.audio), sound_onset(alone.audio)
+    assert lead == int(LEAD_IN_S * SAMPLE_RATE) < alone_lead
+    cut = alone_lead - lead
+    np.testing.assert_array_equal(first.audio[200:lead + 4800],
+                                  alone.audio[cut + 200:cut + lead + 4800])
+    assert first.trim_start == alone.trim_start + cut
+    assert first.words and 0 <= first.words[0].start < 0.2 < alone.words[0].start
 
 
 def test_joins_are_faded_to_silence(synth):

@@ -11,7 +11,8 @@ spinning, and judges it as ``kokoro-lab tune`` judges a variant: PESQ-WB of each
 (text, voice) chunk against the released graph (bar: mean 4.0, min 3.6) and DNSMOS OVRL of the
 joined chunks (bar: −0.02). It also says why the plain ``STFT`` rewrite fails: in how many
 bins its phase differs from ORT's, and how many of those are the DC and Nyquist bins, whose
-imaginary part is rounding noise.
+imaginary part is rounding noise; and it runs the released graph with that noise set to zero,
+read as the export reads it and as PyTorch does.
 
     flock /tmp/kokoro-timing.lock .venv/bin/python benchmarks/vocoder_rewrites.py
 
@@ -36,7 +37,7 @@ from kokoro_lab.engine.metrics import SAMPLE_RATE
 from kokoro_lab.engine.sessions import create_session, stage_path
 from kokoro_lab.engine.split import AUDIO, F0
 from kokoro_lab.lab.results import write_results
-from kokoro_lab.lab.rewrites import snake_polynomial, stft_as_conv
+from kokoro_lab.lab.rewrites import edge_bins_zeroed, snake_polynomial, stft_as_conv
 from kokoro_lab.profiling.tune import (
     DNSMOS_SLACK,
     PESQ_MEAN_BAR,
@@ -53,8 +54,9 @@ FAINT = 1e-5  # a bin this faint has a phase made of rounding error
 
 def candidates(fused: Path, model: onnx.ModelProto, folder: Path) -> dict[str, Path]:
     """The graphs to compare: the released generator, ``matmul-fused`` (``fused``, whose graph
-    is ``model``), the engine's ``matmul-fused-poly`` and ``matmul-fused-poly-stft``, and the
-    rewrites on top of ``matmul-fused``, saved in ``folder``."""
+    is ``model``), the engine's ``matmul-fused-poly`` and ``matmul-fused-poly-stft``, the
+    rewrites on top of ``matmul-fused`` and the released graph with its edge bins zeroed,
+    saved in ``folder``."""
     graphs = {"released": stage_path(assets.model_path("int8"), "generator"),
               "matmul-fused": fused,
               **{name: stage_path(assets.model_path("int8"), "generator", name)
@@ -65,6 +67,11 @@ def candidates(fused: Path, model: onnx.ModelProto, folder: Path) -> dict[str, P
                           ("fused + snake-polynomial(2)", lambda m: snake_polynomial(m, 2))):
         graphs[name] = folder / (name.replace(" ", "").replace("+", "_") + ".onnx")
         onnx.save(rewrite(model), str(graphs[name]))
+    released = onnx.load(str(graphs["released"]))
+    for name, as_trained in (("released, edge bins zeroed (export's -pi)", False),
+                             ("released, edge bins zeroed (torch's +pi)", True)):
+        graphs[name] = folder / f"released_edges_{as_trained}.onnx"
+        onnx.save(edge_bins_zeroed(released, as_trained), str(graphs[name]))
     return graphs
 
 

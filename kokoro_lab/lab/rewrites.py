@@ -31,6 +31,7 @@ import onnx
 from onnx import helper
 
 from ..engine.graphs.common import Graph, RewriteError, copy_model
+from ..engine.graphs.source import imaginary_sign_tests
 from ..engine.graphs.source import stft_as_conv as engine_stft_as_conv
 from ..engine.graphs.variants import sin_squared_coefficients, sin_squared_nodes
 
@@ -40,6 +41,34 @@ def stft_as_conv(model: onnx.ModelProto) -> onnx.ModelProto:
     bins: :func:`kokoro_lab.engine.graphs.source.stft_as_conv` with ``as_trained=False``, the
     form that failed by ear."""
     return engine_stft_as_conv(model, as_trained=False)
+
+
+def edge_bins_zeroed(model: onnx.ModelProto, as_trained: bool) -> onnx.ModelProto:
+    """ORT's own ``STFT`` with the DC and Nyquist bins' imaginary parts (rounding noise) set to
+    exactly zero; with ``as_trained`` the ``atan2`` reads zero as ``torch.angle`` does. The
+    experiment that says which phase the vocoder expects there."""
+    out = copy_model(model)
+    g = Graph(out.graph)
+    stft = next((n for n in out.graph.node if n.op_type == "STFT"), None)
+    if stft is None:
+        raise RewriteError("no STFT to rewrite")
+    tests = imaginary_sign_tests(g, stft.output[0]) if as_trained else []
+    if as_trained and not tests:
+        raise RewriteError(f"no atan2 sign test reads the imaginary part of {stft.name}")
+    for test in tests:
+        test.op_type = "GreaterOrEqual"
+    n = g.array(stft.input[2]).size  # the window's length is the frame's
+    mask = np.ones((1, 1, n // 2 + 1, 2), np.float32)
+    mask[..., 0, 1] = 0.0
+    if n % 2 == 0:
+        mask[..., n // 2, 1] = 0.0  # the Nyquist bin
+    noisy = stft.output[0] + "/with_edge_noise"
+    kept = onnx.NodeProto()
+    kept.CopyFrom(stft)
+    kept.output[0] = noisy
+    g.rebuild(out, {stft.output[0]: [kept, helper.make_node(
+        "Mul", [noisy, g.const(stft.name + "/edge_mask", mask)], [stft.output[0]])]}, set())
+    return out
 
 
 def _squared_sine(g: Graph, sin: onnx.NodeProto) -> onnx.NodeProto | None:
@@ -81,4 +110,5 @@ def snake_polynomial(model: onnx.ModelProto, degree: int = 4) -> onnx.ModelProto
 
 REWRITES = {"stft-as-conv": stft_as_conv, "snake-polynomial": snake_polynomial}
 
-__all__ = ["REWRITES", "sin_squared_coefficients", "snake_polynomial", "stft_as_conv"]
+__all__ = ["REWRITES", "edge_bins_zeroed", "sin_squared_coefficients", "snake_polynomial",
+           "stft_as_conv"]

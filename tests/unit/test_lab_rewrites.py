@@ -10,7 +10,12 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from kokoro_lab.engine.graphs.common import RewriteError
-from kokoro_lab.lab.rewrites import sin_squared_coefficients, snake_polynomial, stft_as_conv
+from kokoro_lab.lab.rewrites import (
+    edge_bins_zeroed,
+    sin_squared_coefficients,
+    snake_polynomial,
+    stft_as_conv,
+)
 
 
 def _model(nodes, inits, opset: int = 17) -> onnx.ModelProto:
@@ -46,6 +51,19 @@ def test_stft_as_conv_gives_the_same_bins():
     # ONNX Runtime's own STFT rounds to ~1e-6 of the largest bin (a DC bin's imaginary part
     # comes out 1e-5, not 0): the two agree to that rounding, not bit for bit
     np.testing.assert_allclose(got, expected, atol=1e-5 * np.abs(expected).max())
+
+
+def test_edge_bins_zeroed_keeps_orts_stft_but_not_its_noise():
+    model = stft_model()
+    x = np.random.default_rng(1).normal(size=(1, 403, 1)).astype(np.float32)
+    rewritten = edge_bins_zeroed(model, as_trained=False)
+    assert "STFT" in {n.op_type for n in rewritten.graph.node}
+    expected, got = _run(model, x), _run(rewritten, x)  # [1, bins, frames, 2]
+    assert np.abs(expected[:, [0, -1], :, 1]).max() > 0 and not got[:, [0, -1], :, 1].any()
+    np.testing.assert_array_equal(got[:, 1:-1], expected[:, 1:-1])
+    np.testing.assert_array_equal(got[..., 0], expected[..., 0])
+    with pytest.raises(RewriteError, match="sign test"):
+        edge_bins_zeroed(model, as_trained=True)  # no atan2 to read them as trained
 
 
 @pytest.mark.parametrize("square", ["Mul", "Pow"])

@@ -67,7 +67,7 @@ def _conv_nodes(g: Graph, node: onnx.NodeProto, as_trained: bool) -> list[onnx.N
     ]
 
 
-def _imaginary_sign_tests(g: Graph, spectrum: str) -> list[onnx.NodeProto]:
+def imaginary_sign_tests(g: Graph, spectrum: str) -> list[onnx.NodeProto]:
     """The ``Greater(imag, 0)`` nodes of the ``atan2`` reading ``spectrum``'s imaginary part
     (``Transpose`` then ``Gather`` of index 1 on the last axis, as the export writes it)."""
     tests = []
@@ -94,7 +94,7 @@ def stft_as_conv(model: onnx.ModelProto, as_trained: bool = True) -> onnx.ModelP
         if node.op_type != "STFT" or len(node.input) < 3 or not node.input[2]:
             continue
         if as_trained:
-            tests = _imaginary_sign_tests(g, node.output[0])
+            tests = imaginary_sign_tests(g, node.output[0])
             if not tests:
                 raise RewriteError(f"no atan2 sign test reads the imaginary part of {node.name}")
             for test in tests:
@@ -106,4 +106,4 @@ def stft_as_conv(model: onnx.ModelProto, as_trained: bool = True) -> onnx.ModelP
     return out
 
 
-__all__ = ["dft_basis", "stft_as_conv"]
+__all__ = ["dft_basis", "imaginary_sign_tests", "stft_as_conv"]

@@ -29,7 +29,7 @@ WORD_PAUSE_S = 0.02
 FADE_S = 0.004  # short fades at chunk edges so joins never click
 SILENT = 0.001  # an RMS under this (-60 dBFS) is silence to the ear
 ONSET_WINDOW_S = 0.005  # sound is SILENT exceeded over this long, not a click
-LEAD_IN_S = 0.01  # what a stream's first chunk keeps before its first louder sample
+LEAD_IN_S = 0.01  # what a stream's first chunk keeps before its sound onset
 
 
 @dataclass

@@ -14,13 +14,13 @@ the same transform to ~1e-6 on every core. But a real signal's DC and Nyquist bi
 imaginary part, and Bluestein's leaves rounding noise there; the graph's ``atan2`` (``Atan`` of
 a quotient, then ``Where(imag > 0, +pi, -pi)`` for a negative real part) turns the *sign* of
 that noise into a phase of ``+pi`` or ``-pi``, and the vocoder reads every bin's phase. With a
-different rounding the phases flip (PESQ-WB 3.66 against the released graph, DNSMOS -0.07);
-with exact zeros the export's ``imag > 0`` test says ``-pi`` everywhere (3.50, -0.09). PyTorch,
+different rounding the phases flip (PESQ-WB 3.64 against the released graph, DNSMOS -0.08);
+with exact zeros the export's ``imag > 0`` test says ``-pi`` everywhere (3.52, -0.10). PyTorch,
 which the model was trained with, gives ``torch.angle(x + 0j) = +pi`` for ``x < 0``: with that
 test (``imag >= 0``) on the *released* graph the audio stays what it was (PESQ-WB 4.31,
 DNSMOS +0.003), and on the fused vocoder with the ``Conv`` it passes by ear (PESQ-WB 4.24,
-DNSMOS +0.02). So ``as_trained`` is not a trick to hide the noise: it is the phase the model
-learned, which ORT's noise mostly happened to give.
+DNSMOS +0.02; ``benchmarks/results/vocoder_rewrites.md``). So ``as_trained`` is not a trick to
+hide the noise: it is the phase the model learned, which ORT's noise mostly happened to give.
 """
 
 from __future__ import annotations

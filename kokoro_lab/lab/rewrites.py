@@ -31,7 +31,7 @@ import onnx
 from onnx import helper
 
 from ..engine.graphs.common import Graph, RewriteError, copy_model
-from ..engine.graphs.source import imaginary_sign_tests
+from ..engine.graphs.source import read_zero_as_trained, real_bins
 from ..engine.graphs.source import stft_as_conv as engine_stft_as_conv
 from ..engine.graphs.variants import sin_squared_coefficients, sin_squared_nodes
 
@@ -52,16 +52,11 @@ def edge_bins_zeroed(model: onnx.ModelProto, as_trained: bool) -> onnx.ModelProt
     stft = next((n for n in out.graph.node if n.op_type == "STFT"), None)
     if stft is None:
         raise RewriteError("no STFT to rewrite")
-    tests = imaginary_sign_tests(g, stft.output[0]) if as_trained else []
-    if as_trained and not tests:
-        raise RewriteError(f"no atan2 sign test reads the imaginary part of {stft.name}")
-    for test in tests:
-        test.op_type = "GreaterOrEqual"
+    if as_trained:
+        read_zero_as_trained(g, stft)
     n = g.array(stft.input[2]).size  # the window's length is the frame's
     mask = np.ones((1, 1, n // 2 + 1, 2), np.float32)
-    mask[..., 0, 1] = 0.0
-    if n % 2 == 0:
-        mask[..., n // 2, 1] = 0.0  # the Nyquist bin
+    mask[..., real_bins(n), 1] = 0.0
     noisy = stft.output[0] + "/with_edge_noise"
     kept = onnx.NodeProto()
     kept.CopyFrom(stft)

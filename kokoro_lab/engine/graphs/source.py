@@ -32,6 +32,12 @@ from onnx import helper
 from .common import Graph, RewriteError, attributes, copy_model
 
 
+def real_bins(n: int) -> list[int]:
+    """The bins of an ``n``-point DFT of a real signal that have no imaginary part: DC, and
+    Nyquist when ``n`` is even."""
+    return [0, n // 2] if n % 2 == 0 else [0]
+
+
 def dft_basis(window: np.ndarray, onesided: bool = True, as_trained: bool = True) -> np.ndarray:
     """``Conv`` weights ``[2 * bins, 1, n]``: ``window * cos`` rows, then ``-window * sin``
     rows, so output channel ``k`` is bin ``k``'s real part and ``bins + k`` its imaginary part,
@@ -42,9 +48,7 @@ def dft_basis(window: np.ndarray, onesided: bool = True, as_trained: bool = True
     angle = 2 * np.pi * np.arange(bins)[:, None] * np.arange(n)[None] / n
     sine = np.sin(angle)
     if as_trained:
-        sine[0] = 0.0
-        if n % 2 == 0:
-            sine[n // 2] = 0.0
+        sine[real_bins(n)] = 0.0
     window = window.astype(np.float64)[None]
     return np.concatenate([window * np.cos(angle), -window * sine])[:, None, :] \
         .astype(np.float32)
@@ -67,7 +71,7 @@ def _conv_nodes(g: Graph, node: onnx.NodeProto, as_trained: bool) -> list[onnx.N
     ]
 
 
-def imaginary_sign_tests(g: Graph, spectrum: str) -> list[onnx.NodeProto]:
+def _imaginary_sign_tests(g: Graph, spectrum: str) -> list[onnx.NodeProto]:
     """The ``Greater(imag, 0)`` nodes of the ``atan2`` reading ``spectrum``'s imaginary part
     (``Transpose`` then ``Gather`` of index 1 on the last axis, as the export writes it)."""
     tests = []
@@ -84,6 +88,16 @@ def imaginary_sign_tests(g: Graph, spectrum: str) -> list[onnx.NodeProto]:
     return tests
 
 
+def read_zero_as_trained(g: Graph, stft: onnx.NodeProto) -> None:
+    """Make the ``atan2`` reading ``stft``'s imaginary part test ``imag >= 0`` where the export
+    tests ``imag > 0``: ``torch.angle(x + 0j) = +pi`` for ``x < 0``."""
+    tests = _imaginary_sign_tests(g, stft.output[0])
+    if not tests:
+        raise RewriteError(f"no atan2 sign test reads the imaginary part of {stft.name}")
+    for test in tests:
+        test.op_type = "GreaterOrEqual"
+
+
 def stft_as_conv(model: onnx.ModelProto, as_trained: bool = True) -> onnx.ModelProto:
     """Every ``STFT`` with a constant step and window as a ``Conv`` (see the module docstring);
     with ``as_trained`` its phase's zero test reads ``imag >= 0``."""
@@ -94,11 +108,7 @@ def stft_as_conv(model: onnx.ModelProto, as_trained: bool = True) -> onnx.ModelP
         if node.op_type != "STFT" or len(node.input) < 3 or not node.input[2]:
             continue
         if as_trained:
-            tests = imaginary_sign_tests(g, node.output[0])
-            if not tests:
-                raise RewriteError(f"no atan2 sign test reads the imaginary part of {node.name}")
-            for test in tests:
-                test.op_type = "GreaterOrEqual"  # torch.angle(x + 0j) = +pi for x < 0
+            read_zero_as_trained(g, node)
         replace[node.output[0]] = _conv_nodes(g, node, as_trained)
     if not replace:
         raise RewriteError("no STFT with a constant window to rewrite")
@@ -106,4 +116,4 @@ def stft_as_conv(model: onnx.ModelProto, as_trained: bool = True) -> onnx.ModelP
     return out
 
 
-__all__ = ["dft_basis", "imaginary_sign_tests", "stft_as_conv"]
+__all__ = ["dft_basis", "read_zero_as_trained", "real_bins", "stft_as_conv"]

@@ -33,6 +33,8 @@ import onnx
 from onnx import helper
 
 from kokoro_lab.engine import Synthesizer, Tuning, assets
+from kokoro_lab.engine.graphs.common import Graph
+from kokoro_lab.engine.graphs.source import real_bins
 from kokoro_lab.engine.metrics import SAMPLE_RATE
 from kokoro_lab.engine.sessions import create_session, stage_path
 from kokoro_lab.engine.split import AUDIO, F0
@@ -97,9 +99,10 @@ def faint_bins(model: onnx.ModelProto, feeds: dict, folder: Path) -> dict:
     phase_gap = np.abs(np.angle(np.exp(1j * (np.arctan2(op[..., 1], op[..., 0])
                                              - np.arctan2(conv[..., 1], conv[..., 0])))))
     moved = phase_gap > 0.1
+    window_size = Graph(model.graph).array(stft.input[2]).size
     return {"bins": int(magnitude.size), "max_abs_difference": float(np.abs(op - conv).max()),
             "faint_bins": int((magnitude < FAINT).sum()), "phase_moved_bins": int(moved.sum()),
-            "edge_bins_moved": int(moved[..., [0, -1]].sum()),
+            "edge_bins_moved": int(moved[..., real_bins(window_size)].sum()),
             "loudest_moved_bin": float(magnitude[moved].max()) if moved.any() else 0.0}
 
 

@@ -61,6 +61,15 @@ READ_OVERFLOW = """(index) => {
 }"""
 
 
+# Whether the blend weight slider is live: the kernel enables it when a second voice is picked
+# and disables it at "(none)", so its state in the page is the kernel's answer to that pick.
+READ_BLEND_LIVE = """(index) => {
+  const cell = document.querySelectorAll('.jp-Notebook .jp-Cell')[index];
+  const readout = cell && cell.querySelector('.kl-studio-blend .widget-readout');
+  return readout ? {live: readout.contentEditable === 'true'} : null;
+}"""
+
+
 def test_studio_renders_and_speaks_in_chromium(lab, launch, artifacts):
     url = lab.notebook("studio.ipynb", [
         "%load_ext kokoro_lab",
@@ -89,9 +98,15 @@ def test_studio_renders_and_speaks_in_chromium(lab, launch, artifacts):
         # ipywidgets' <select> options carry the labels (grouped names), not the values.
         studio.locator(".kl-studio-voice select").select_option(label=voice_label("bf_emma"))
         studio.locator(".kl-studio-voice2 select").select_option(label=voice_label("af_heart"))
+        poll(page, READ_BLEND_LIVE, 2, lambda blend: blend["live"], 30)
         fits = page.evaluate(READ_OVERFLOW, 2)
         assert fits == {"scroll": 0, "outside": []}, fits  # long labels stay inside
         studio.locator(".kl-studio-voice2 select").select_option(label="(none)")
+        # Speak only once the kernel has the blend back at "(none)": ipywidgets holds a control's
+        # next change while its previous one is unanswered, and a click is not held, so on a
+        # busy kernel the click can overtake it (the utterance then starts blended and is
+        # re-voiced from a later chunk, as a change during playback is).
+        poll(page, READ_BLEND_LIVE, 2, lambda blend: not blend["live"], 30)
         studio.locator(".kl-studio-speak").click()
         playing = poll(page, READ_STUDIO, 2, lambda s: s["phase"] in ("playing", "done"), 120)
         assert playing["stops"] <= 1, playing  # one Stop: the player's, while it plays

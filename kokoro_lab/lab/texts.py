@@ -1,4 +1,5 @@
-"""Texts the benchmark speaks: a 3-sentence paragraph and a 300-word passage (original prose)."""
+"""Texts the benchmark speaks (original prose): a 3-sentence paragraph, a 300-word passage, a
+hold-out paragraph, and texts held back from tuning how chunks sound."""
 
 PARAGRAPH = (
     "The old lighthouse stood at the edge of the cliff, its white paint peeling after decades of "
@@ -41,6 +42,27 @@ HOLDOUT = (
     "By the time the island appeared, low and green on the horizon, most of them had fallen "
     "asleep."
 )
+
+# Written on 2026-12-06, before the change to how later chunks sound that they judge, and held
+# back from it: the planner's and decoder's naturalness is tuned on the texts above and judged
+# on these (a story and an explanation, so one register's luck does not decide).
+HELD_BACK = {
+    "recipe story": (
+        "The recipe called for three eggs, but the carton in the fridge held only two, so Marta "
+        "improvised with a spoonful of yogurt and hoped for the best. While the oven warmed, "
+        "she sliced the apples thin and arranged them in a spiral, the way her grandmother "
+        "always had. The kitchen filled with the smell of cinnamon long before the timer rang. "
+        "When she finally lifted the cake onto the counter, it had risen unevenly, cracked down "
+        "the middle, and tasted better than any she had made before."
+    ),
+    "river explanation": (
+        "Rivers rarely run straight for long. Wherever the current flows a little faster along "
+        "one bank, it carries away more soil there and drops it where the water slows on the "
+        "opposite side. Over many years the small bend grows into a wide loop, and the loop "
+        "into a meander that nearly doubles back on itself. Eventually a flood cuts across the "
+        "narrow neck of land, and the old loop is left behind as a quiet, curved lake."
+    ),
+}
 
 
 def long_read(chars: int = 100_000, seed: int = 0) -> str:

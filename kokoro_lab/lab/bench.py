@@ -287,11 +287,10 @@ def _targets(rows: list[dict], texts: list[str]) -> tuple[dict, dict]:
         off = row(name, KOKORO_LAB_OFF)
         ratios[f"first audio, tuning off / tuned ({name})"] = \
             off["first_audio_ms"] / lab["first_audio_ms"]
-    held_back = [name for name in texts if name in HELD_BACK]
-    gains = [row(n, KOKORO_LAB)["dnsmos_ovrl"] - row(n, KOKORO_ONNX)["dnsmos_ovrl"]
-             for n in held_back if row(n, KOKORO_LAB)["dnsmos_ovrl"] is not None
-             and row(n, KOKORO_ONNX)["dnsmos_ovrl"] is not None]
-    if held_back and len(gains) == len(held_back):
+    scores = [(row(n, KOKORO_LAB)["dnsmos_ovrl"], row(n, KOKORO_ONNX)["dnsmos_ovrl"])
+              for n in texts if n in HELD_BACK]
+    if scores and all(None not in pair for pair in scores):
+        gains = [streamed - whole for streamed, whole in scores]
         gain = float(np.mean(gains))
         targets[f"held-back texts: streamed DNSMOS OVRL {gain:+.3f} over the whole text "
                 f"(per text {', '.join(f'{g:+.3f}' for g in gains)}) ≥ +{NATURAL_GAIN}"] = \

@@ -62,6 +62,23 @@ HELD_BACK = {
         "into a meander that nearly doubles back on itself. Eventually a flood cuts across the "
         "narrow neck of land, and the old loop is left behind as a quiet, curved lake."
     ),
+    # Added later the same day, once the two above had judged the plan, so that the verdict
+    # rests on more than two texts: written before anything was measured on them, and nothing
+    # was changed after (a letter with a question, and another explanation).
+    "letter": (
+        "Dear Tom, the train was late again this morning, so I finally read the book you left "
+        "on my desk. I understand now why you kept talking about the ending. Did you guess, "
+        "the first time, that the gardener was the narrator's father? I certainly did not. The "
+        "station café has started selling those lemon pastries you like, and I saved one for "
+        "you, although it may not survive until Friday."
+    ),
+    "bread explanation": (
+        "Bread rises because yeast is alive. When flour and water are mixed, the yeast feeds on "
+        "the sugars in the dough and releases tiny bubbles of gas. Kneading stretches the "
+        "proteins in the flour into long, elastic strands, and those strands trap the bubbles "
+        "like a net. In a warm room the dough slowly swells to twice its size. The heat of the "
+        "oven makes the gas expand once more, before the crust sets and holds the loaf in shape."
+    ),
 }
 
 

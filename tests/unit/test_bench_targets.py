@@ -30,12 +30,14 @@ def test_held_back_texts_are_benched_before_the_longest():
 
 
 def test_the_naturalness_target_is_the_mean_gain_over_the_held_back_texts():
-    first, second = HELD_BACK
-    _, targets = _targets(rows_with({first: 3.41, second: 3.46}), list(TEXTS))
+    names = list(HELD_BACK)
+    gains = [0.01 + 0.05 * i / (len(names) - 1) for i in range(len(names))]  # +0.010 … +0.060
+    streamed = {name: 3.40 + gain for name, gain in zip(names, gains, strict=True)}
+    _, targets = _targets(rows_with(streamed), list(TEXTS))
     name, met = naturalness(targets)
-    assert met and "+0.035" in name and "+0.010, +0.060" in name
+    assert met and "+0.035 over" in name and "(per text +0.010, " in name and "+0.060)" in name
 
-    _, targets = _targets(rows_with({first: 3.41, second: 3.44, "300 words": 3.60}),
-                          list(TEXTS))
+    streamed = {name: 3.40 + 0.025 for name in names} | {"300 words": 3.60}
+    _, targets = _targets(rows_with(streamed), list(TEXTS))
     name, met = naturalness(targets)  # a gain on a tuned-on text does not count
-    assert not met and "+0.025" in name
+    assert not met and "+0.025 over" in name

@@ -7,6 +7,7 @@ and bad values reported in the panel.
 
 from __future__ import annotations
 
+import ipywidgets as widgets
 import numpy as np
 import pytest
 
@@ -19,14 +20,17 @@ from kokoro_lab.notebook.explorer import (
     style_vectors,
     voice_map,
 )
+from kokoro_lab.notebook.player import FrontendMissing
 from kokoro_lab.notebook.studio import (
     NO_VOICE,
     Studio,
     precision_choices,
     provider_choices,
+    speak_button,
     stock_voices,
     voice_options,
 )
+from kokoro_lab.notebook.studio.speak_button import SpeakButton
 from kokoro_lab.notebook.studio.utterance import _advance
 
 
@@ -255,3 +259,41 @@ def test_the_panel_has_one_stop_button():
 
     collect(studio)
     assert not [w for w in found if getattr(w, "description", "") == "Stop"]
+
+
+def test_speak_carries_the_pages_controls_with_the_click(monkeypatch):
+    """The page's values of the controls come with the click and are applied before Speak reads
+    them: a pick still held in the page (ipywidgets sends a control's next change only after
+    the kernel answered its last one) is not overtaken by the click."""
+    studio = offline_studio(voice="bf_emma", voice2="af_heart")
+    heard = []
+    monkeypatch.setattr(studio, "speak", lambda: heard.append(
+        (studio.selected_voice().parts, studio.speed.value)))
+    button = studio.speak_button
+    assert isinstance(button, SpeakButton)
+    assert set(button.controls) == {c.model_id for c in (
+        studio.text, studio.voice, studio.voice2, studio.blend, studio.speed, studio.custom,
+        studio.provider, studio.precision)}
+    page = {studio.voice2.model_id: {"index": 0}, studio.speed.model_id: {"value": 1.25}}
+    button._on_page_message(button, {"event": "click", "state": page}, [])
+    assert studio.voice2.value == NO_VOICE and heard == [((("bf_emma", 1.0),), 1.25)]
+
+    # what the page cannot hold is left alone; the click still speaks with the kernel's values
+    bad = {studio.voice.model_id: {"index": 10_000}, "no-such-model": {"value": 3}}
+    button._on_page_message(button, {"event": "click", "state": bad}, [])
+    button._on_page_message(button, {"event": "click"}, [])
+    assert studio.voice.value == "bf_emma" and len(heard) == 3
+
+
+def test_without_the_built_front_end_speak_is_a_plain_button(monkeypatch):
+    def missing(name):
+        raise FrontendMissing(f"{name} is missing")
+
+    monkeypatch.delattr(SpeakButton, "_esm", raising=False)
+    monkeypatch.setattr(speak_button, "_static", missing)
+    studio = offline_studio()
+    assert type(studio.speak_button) is widgets.Button
+    heard = []
+    monkeypatch.setattr(studio, "speak", lambda: heard.append(True))
+    studio.speak_button.click()
+    assert heard == [True]

@@ -4,8 +4,9 @@ the streaming player and the live latency chart.
 The rules this module implements:
 
 * **Controls apply to the next utterance.** Text, provider and precision are read when Speak is
-  pressed; voice and speed changes during playback apply from the next chunk on (see
-  :mod:`.utterance`).
+  pressed, as the page shows them: the click carries the page's controls, so a pick the page
+  has not sent yet is not overtaken (:mod:`.speak_button`). Voice and speed changes during
+  playback apply from the next chunk on (see :mod:`.utterance`).
 * **Bad values never raise into the notebook**: unknown voices, blend weights that do not sum to
   a positive number, an unavailable provider or precision: each is a specific message in the
   panel.
@@ -38,6 +39,7 @@ from .choices import (
     voice_options,
 )
 from .shared import now_playing, shared_synthesizer, stop_playing
+from .speak_button import SpeakButton
 from .utterance import LEAD_S, Settings, StudioResult, Utterance
 
 DEFAULT_TEXT = "Hello! This is the Kokoro voice studio. Pick a voice, blend it, and press Speak."
@@ -136,8 +138,9 @@ class Studio(widgets.VBox):
             value=_pick("precision", precision, precisions, missing_precisions, "int8",
                         problems))
         self.notes = widgets.HTML(availability_note(missing, missing_precisions, notes))
-        self.speak_button = widgets.Button(description="Speak", button_style="success",
-                                           icon="play", tooltip="speak the text")
+        self.speak_button = _speak_button([self.text, self.voice, self.voice2, self.blend,
+                                           self.speed, self.custom, self.provider,
+                                           self.precision])
         self.status = widgets.HTML("", layout=_share())
         self.message = widgets.HTML("")
 
@@ -372,6 +375,16 @@ def _starting_voice(voice: str | Voice, blends: list[Voice], stock: set[str]
     if isinstance(voice, str) and voice not in stock:
         custom, voice = voice, "af_heart"  # a blend string or an unknown name: the spec box
     return voice, custom, blends
+
+
+def _speak_button(controls: list[widgets.Widget]) -> SpeakButton | widgets.Button:
+    """Speak, carrying the page's values of ``controls`` with the click (see
+    :mod:`.speak_button`); a plain button where the front end is not built."""
+    try:
+        return SpeakButton(controls, tooltip="speak the text")
+    except FrontendMissing:
+        return widgets.Button(description="Speak", button_style="success", icon="play",
+                              tooltip="speak the text")
 
 
 def _share() -> widgets.Layout:

@@ -55,11 +55,6 @@ from .split import (
 DECODERS = ("skip_pads", "full")
 DEFAULT_DECODER = "skip_pads"
 LEAD_MARGIN_FRAMES = 20  # decoded before the first spoken token: set by ear (see above)
-# A stream's first chunk runs on the opener session (a warm arena of its own, never shrunk: see
-# :mod:`kokoro_lab.engine.sessions`) when it has at most this many frames (3 s decoded; first
-# chunks are a few words, 1.5-2.7 s with their margins), so that arena keeps what a first
-# chunk needs (~75 MB at 2.5 s), not what a long first clause would.
-OPENER_MAX_FRAMES = 240
 DURATION_UNIT_SAMPLES = DURATION_FRAMES * FRAME_SAMPLES  # output samples per duration unit
 SILENT_CHARACTERS = ";:,.!?¡¿—…\"«»“”() "  # tokens that make no sound of their own (and pads)
 
@@ -122,8 +117,6 @@ class Decoder:
                  variant: str = "released", spinning: bool = True):
         self.mode = check_decoder(mode)
         self.silent = silent
-        self._opener_key = dict(model=model, threads=threads, stage="generator", variant=variant,
-                                spinning=spinning, own_arena=True)
         self.lead_margin = LEAD_MARGIN_FRAMES  # lab.splice and skip_pads_by_ear vary it
         if mode == "full":  # the released graph plus its durations output
             timed = timed_model(assets.model_path(precision, model))
@@ -140,14 +133,6 @@ class Decoder:
     @property
     def last(self) -> LoadedSession:
         return self.sessions[-1]
-
-    @property
-    def opener(self) -> LoadedSession | None:
-        """The generator session a stream's first chunk runs on, with a warm arena of its own
-        (CPU, ``skip_pads``; made on first use), or None."""
-        if self.mode != "skip_pads" or self.provider != "cpu":
-            return None
-        return SESSIONS.get(self.precision, self.provider, **self._opener_key)
 
     @property
     def provider(self) -> str:
@@ -181,10 +166,8 @@ class Decoder:
         return sum(s.load_ms for s in self.sessions)
 
     def render(self, tokens: np.ndarray, style: np.ndarray, speed: float,
-               options: ort.RunOptions | None = None, opens: bool = False) -> Rendered:
-        """Decode one chunk; ``tokens`` include the two pad tokens, shape ``[1, T]``. A chunk
-        that ``opens`` a stream runs on the :attr:`opener` (its ``options`` should not shrink
-        the arena: ``run_options(shrink=False)``)."""
+               options: ort.RunOptions | None = None) -> Rendered:
+        """Decode one chunk; ``tokens`` include the two pad tokens, shape ``[1, T]``."""
         inputs = {"tokens": tokens, "style": style, "speed": np.array([speed], np.float32)}
         if self.mode == "full":
             audio, durations = self.last.session.run([AUDIO, DURATIONS], inputs, options)
@@ -192,8 +175,7 @@ class Decoder:
                             np.asarray(durations).ravel().astype(np.int64))
         front = self.front(inputs, options)
         begin = self.first_frame(tokens, front)
-        audio = self.generate(front, np.arange(begin, int(front[F0].shape[-1])), options,
-                              opens)
+        audio = self.generate(front, np.arange(begin, int(front[F0].shape[-1])), options)
         return Rendered(audio, begin * FRAME_SAMPLES, durations_of(front))
 
     def front(self, inputs: dict[str, np.ndarray], options: ort.RunOptions | None = None
@@ -217,17 +199,12 @@ class Decoder:
         return feeds
 
     def generate(self, front: dict[str, np.ndarray], frames: np.ndarray,
-                 options: ort.RunOptions | None = None, opens: bool = False) -> np.ndarray:
-        """The vocoder's audio for ``frames`` (ascending) of the front stage's output, on the
-        :attr:`opener` when they ``opens`` a stream and are at most :data:`OPENER_MAX_FRAMES`
-        (the same graph and threads: the same samples)."""
-        loaded = self.last
-        if opens and len(frames) <= OPENER_MAX_FRAMES:
-            loaded = self.opener or loaded
-        audio = loaded.session.run([AUDIO], self.generator_feeds(front, frames), options)[0]
+                 options: ort.RunOptions | None = None) -> np.ndarray:
+        """The vocoder's audio for ``frames`` (ascending) of the front stage's output."""
+        audio = self.last.session.run([AUDIO], self.generator_feeds(front, frames), options)[0]
         return np.asarray(audio, np.float32).ravel()
 
 
 __all__ = ["DECODERS", "DEFAULT_DECODER", "DURATION_UNIT_SAMPLES", "Decoder", "DecoderError",
-           "LEAD_MARGIN_FRAMES", "OPENER_MAX_FRAMES", "Rendered", "check_decoder",
-           "first_decoded_frame", "silent_tokens"]
+           "LEAD_MARGIN_FRAMES", "Rendered", "check_decoder", "first_decoded_frame",
+           "silent_tokens"]

@@ -17,12 +17,6 @@ The rules:
   process share one CPU arena that grows by what a run asks for, not by powers of two
   (:func:`shared_cpu_arena`): one arena's peak instead of one per session, and no doubling
   overshoot on a long chunk.
-* The price of that is paid again by every run: its memory is faulted in anew (~20,000 pages
-  for a 1.7 s first chunk). Only the first chunk of a stream has nobody
-  waiting behind a buffer, so it alone runs on an *opener* session (``own_arena=True``): a
-  second generator session with an arena of its own that is never shrunk, warm from the last
-  first chunk. It holds what the largest first chunk it ran needed (the decoder caps the size
-  it takes, see :data:`~kokoro_lab.engine.decoding.OPENER_MAX_FRAMES`).
 """
 
 from __future__ import annotations
@@ -135,14 +129,13 @@ def shared_cpu_arena() -> None:
 
 
 def session_options(threads: int | None = None, profile_prefix: str | None = None,
-                    spinning: bool = True, own_arena: bool = False):
+                    spinning: bool = True):
     """Explicit options rather than ORT's defaults, so runs are comparable across machines.
-    ``spinning=False`` lets idle intra-op threads sleep instead of spinning (a tuning);
-    ``own_arena`` gives the session an arena of its own instead of the shared one."""
+    ``spinning=False`` lets idle intra-op threads sleep instead of spinning (a tuning)."""
     options = ort.SessionOptions()
     if not spinning:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    if SHARED_ARENA and not own_arena:
+    if SHARED_ARENA:
         shared_cpu_arena()
         options.add_session_config_entry("session.use_env_allocators", "1")
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -164,12 +157,10 @@ def session_options(threads: int | None = None, profile_prefix: str | None = Non
 ARENA_SHRINKAGE = ("memory.enable_memory_arena_shrinkage", "cpu:0")
 
 
-def run_options(shrink: bool = True) -> ort.RunOptions:
-    """Options for an inference run: arena shrinkage on (off for an opener session's runs,
-    whose arena is kept warm); ``terminate`` aborts the run."""
+def run_options() -> ort.RunOptions:
+    """Options for every inference run: arena shrinkage on; ``terminate`` aborts the run."""
     options = ort.RunOptions()
-    if shrink:
-        options.add_run_config_entry(*ARENA_SHRINKAGE)
+    options.add_run_config_entry(*ARENA_SHRINKAGE)
     return options
 
 
@@ -225,7 +216,7 @@ class LoadedSession:
 
 def create_session(
     model: Path, provider: str, threads: int | None = None, profile_prefix: str | None = None,
-    spinning: bool = True, own_arena: bool = False,
+    spinning: bool = True,
 ) -> tuple[ort.InferenceSession, list[str]]:
     """Create a session on ``provider`` (plus CPU for ops it lacks) and refuse a fallback."""
     name = check_available(provider)
@@ -239,7 +230,7 @@ def create_session(
         # session silently falls back to CPU (refused below) even though the GPU build is fine.
         preload_gpu_libraries()
     session = ort.InferenceSession(
-        str(model), sess_options=session_options(threads, profile_prefix, spinning, own_arena),
+        str(model), sess_options=session_options(threads, profile_prefix, spinning),
         providers=chain
     )
     active = session.get_providers()
@@ -279,7 +270,7 @@ def stage_path(model: Path, stage: str, variant: str = "released") -> Path:
 
 class SessionCache:
     """Sessions keyed by (stage, precision, provider, model file, threads, graph variant,
-    spinning, own arena), made on first use."""
+    spinning), made on first use."""
 
     def __init__(self) -> None:
         self._sessions: dict[tuple, LoadedSession] = {}
@@ -287,18 +278,16 @@ class SessionCache:
 
     def get(self, precision: str, provider: str, model: str | Path | None = None,
             threads: int | None = None, stage: str = "model", variant: str = "released",
-            spinning: bool = True, own_arena: bool = False) -> LoadedSession:
+            spinning: bool = True) -> LoadedSession:
         path = Path(model) if model else assets.model_path(precision)
         threads = threads or default_threads()
         variant = variant if stage in ("front", "generator") else "released"
-        key = (stage, precision, provider.lower(), str(path), threads, variant, spinning,
-               own_arena)
+        key = (stage, precision, provider.lower(), str(path), threads, variant, spinning)
         with self._lock:
             if key not in self._sessions:
                 start = time.perf_counter()
                 graph = stage_path(path, stage, variant)
-                session, active = create_session(graph, provider, threads, spinning=spinning,
-                                                 own_arena=own_arena)
+                session, active = create_session(graph, provider, threads, spinning=spinning)
                 self._sessions[key] = LoadedSession(
                     session=session, precision=precision, provider=provider.lower(),
                     model_path=path, graph=str(graph),

@@ -86,7 +86,6 @@ class Stream:
         # setting `terminate` aborts whichever inference is in flight, so a cancel does not
         # leave a doomed chunk competing for the CPU with whatever the user starts next.
         self._run_options = run_options()
-        self._opener_options = run_options(shrink=False)  # the first chunk's (see sessions)
         self._finished = False
         self.scheduler = Scheduler(loaded.speed_model, adaptive=self.adaptive)
         self.on_chunk: Callable[[Chunk], None] | None = None
@@ -126,7 +125,7 @@ class Stream:
         if self._finished and self.error is None:
             return
         self._cancel.set()
-        self._run_options.terminate = self._opener_options.terminate = True
+        self._run_options.terminate = True
         self._drain()
 
     close = cancel
@@ -239,9 +238,8 @@ class Stream:
 
     def _make(self, planned: PlannedChunk, decoder: Decoder, opens_stream: bool = False
               ) -> Made:
-        options = self._opener_options if opens_stream else self._run_options
         return self.synth.make(planned.text, planned.phonemes, planned.boundary, self.voice,
-                               self.speed, self.lang, decoder, options,
+                               self.speed, self.lang, decoder, self._run_options,
                                opens_stream=opens_stream)
 
     def _deliver(self, index: int, planned: PlannedChunk, made: Made,

@@ -39,9 +39,6 @@ from .voices import Voice, VoiceBank, parse
 from .words import Word, chunk_words
 
 WARMUP_TEXT = "Hello."
-# A first chunk's size (~2.5 s decoded): the opener session's arena grows to it while loading,
-# not on the user's first stream (see kokoro_lab.engine.sessions).
-OPENER_WARMUP_TEXT = "This sentence warms the opening session up."
 
 
 class Synthesizer:
@@ -126,10 +123,6 @@ class Synthesizer:
         for each in (main, self.lane_decoder(main)):
             if each is not None:
                 each.render(tokens, style, 1.0, run_options())
-        if main.opener is not None:  # made and warmed now too, not on the first stream
-            tokens, style = self.model_inputs(self.phonemize(OPENER_WARMUP_TEXT, "en-us"),
-                                              parse("af_heart"))
-            main.render(tokens, style, 1.0, run_options(shrink=False), opens=True)
 
     @property
     def active_providers(self) -> list[str]:
@@ -256,7 +249,7 @@ class Synthesizer:
         model = decoder.speed_model
         predicted_s = model.predict_synthesis_s(len(phonemes))
         started = time.perf_counter()
-        rendered = self._render(decoder, phonemes, voice, speed, options, opens_stream)
+        rendered = self._render(decoder, phonemes, voice, speed, options)
         release_freed_memory()  # what this chunk's new input shapes needed: back to the system
         finished_audio = finish_chunk(rendered.audio, boundary, speed, opens_stream) if finish \
             else FinishedAudio(rendered.audio, 0.0, 0, len(rendered.audio))
@@ -272,11 +265,11 @@ class Synthesizer:
                     trim_start=trim_start, words=words)
 
     def _render(self, decoder: Decoder, phonemes: str, voice: Voice, speed: float,
-                options: ort.RunOptions | None = None, opens: bool = False) -> Rendered:
+                options: ort.RunOptions | None = None) -> Rendered:
         tokens, style = self.model_inputs(phonemes, voice)
         if tokens.shape[1] <= 2:  # nothing between the pads
             return Rendered(np.zeros(0, dtype=np.float32), 0, None)
-        return decoder.render(tokens, style, speed, options, opens)
+        return decoder.render(tokens, style, speed, options)
 
 
 @dataclass

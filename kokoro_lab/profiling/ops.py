@@ -32,7 +32,7 @@ from ..engine.chunking import ChunkPlanner
 from ..engine.files import display_path
 from ..engine.finish import finish_chunk
 from ..engine.request import check_text
-from ..engine.sessions import create_session, run_options
+from ..engine.sessions import create_session
 from ..engine.split import DURATIONS, F0, FRAME_SAMPLES, SAMPLE_RATE
 from ..engine.words import chunk_words
 
@@ -181,7 +181,7 @@ def _first_chunk(synth, engine, request, stages):
         t3 = clock()
         begin = engine.first_frame(tokens, front)
         frames = np.arange(begin, int(front[F0].shape[-1]))
-        raw = engine.generate(front, frames, run_options(shrink=False), opens=True)  # as streams
+        raw = engine.generate(front, frames)
         t4 = clock()
     finished = finish_chunk(raw, chunk.boundary, request.speed, opens_stream=True)
     chunk_words(chunk.text, chunk.phonemes, np.asarray(front[DURATIONS]).ravel(),

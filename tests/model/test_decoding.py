@@ -17,15 +17,13 @@ from kokoro_lab import Synthesizer
 from kokoro_lab.engine.decoding import (
     DURATION_UNIT_SAMPLES,
     LEAD_MARGIN_FRAMES,
-    OPENER_MAX_FRAMES,
     Decoder,
     DecoderError,
     first_decoded_frame,
 )
 from kokoro_lab.engine.metrics import AUDIBLE
-from kokoro_lab.engine.sessions import SESSIONS, run_options
-from kokoro_lab.engine.split import F0, FRAME_SAMPLES
-from kokoro_lab.engine.voices import parse
+from kokoro_lab.engine.sessions import SESSIONS
+from kokoro_lab.engine.split import FRAME_SAMPLES
 
 pytestmark = pytest.mark.model
 
@@ -142,10 +140,10 @@ def test_cancel_aborts_a_long_chunk_in_flight(synth, monkeypatch):
     running, aborted = threading.Event(), []
     render = Decoder.render
 
-    def watched(self, tokens, style, speed, options=None, opens=False):
+    def watched(self, tokens, style, speed, options=None):
         running.set()
         try:
-            return render(self, tokens, style, speed, options, opens)
+            return render(self, tokens, style, speed, options)
         except Exception as error:  # the terminated run
             aborted.append(error)
             raise
@@ -157,43 +155,6 @@ def test_cancel_aborts_a_long_chunk_in_flight(synth, monkeypatch):
     assert stream.join(timeout=60)
     assert stream.chunks == [] and stream.cancelled
     assert aborted and "terminate" in str(aborted[0]).lower(), aborted
-
-
-class CountingRuns:
-    """An inference session that counts its runs."""
-
-    def __init__(self, session) -> None:
-        self.session, self.runs = session, 0
-
-    def run(self, *args, **kwargs):
-        self.runs += 1
-        return self.session.run(*args, **kwargs)
-
-
-def test_a_streams_first_chunk_runs_on_the_warm_opener_session(synth, monkeypatch):
-    """The first chunk of a stream runs on the opener (the same graph with an arena of its own
-    that is never shrunk), later chunks never do, and its samples are the shared session's."""
-    decoder = synth.decoder_for()
-    opener, shared = decoder.opener, decoder.last
-    assert opener is not None and opener is not shared and opener.graph == shared.graph
-    assert opener is decoder.opener  # made once, kept warm
-    runs = CountingRuns(opener.session)
-    monkeypatch.setattr(opener, "session", runs)
-    chunks = list(synth.stream(TEXT))
-    assert len(chunks) >= 2 and runs.runs == 1
-
-    tokens, style = synth.model_inputs(chunks[0].phonemes, parse("af_heart"))
-    opening = decoder.render(tokens, style, 1.0, run_options(shrink=False), opens=True)
-    assert runs.runs == 2
-    plain = decoder.render(tokens, style, 1.0, run_options())
-    assert runs.runs == 2 and np.array_equal(opening.audio, plain.audio)
-
-    tokens, style = synth.model_inputs(synth.phonemize(TEXT, "en-us"), parse("af_heart"))
-    front = decoder.front({"tokens": tokens, "style": style, "speed": np.ones(1, np.float32)})
-    frames = np.arange(int(front[F0].shape[-1]))  # a long first chunk: not the opener's
-    assert len(frames) > OPENER_MAX_FRAMES
-    decoder.generate(front, frames, run_options(), opens=True)
-    assert runs.runs == 2
 
 
 def test_observe_playback_from_another_thread_steers_the_stream(synth):

@@ -55,14 +55,14 @@ PCM_SCALE = 32767  # int16 PCM on the wire: float x → trunc(x × 32767), the W
 
 
 class FrontendMissing(RuntimeError):
-    """The player's built front-end (kokoro_lab/static/player.js) is not there."""
+    """A widget's built front-end (in kokoro_lab/static/) is not there."""
 
 
 def _static(name: str) -> Path:
     path = STATIC / name
     if not path.is_file():
         raise FrontendMissing(
-            f"{path} is missing: the player's front-end is built from extension/ "
+            f"{path} is missing: the widgets' front-end is built from extension/ "
             "(run `make setup`, or `cd extension && npm ci && npm run build`)"
         )
     return path
@@ -76,12 +76,16 @@ def _register(callbacks: list, callback: Callable, remove: bool) -> None:
         callbacks.append(callback)
 
 
-def _load_frontend() -> None:
-    """Attach the built ES module and CSS on first use (not at import: a checkout without the
-    front-end build can still import the package and use the engine)."""
-    if "_esm" not in Player.__dict__:
-        Player._esm = _static("player.js").read_text(encoding="utf-8")
-        Player._css = _static("player.css").read_text(encoding="utf-8")
+def attach_frontend(widget: type[anywidget.AnyWidget], script: str,
+                    style: str | None = None) -> None:
+    """Attach a built ES module (and CSS) from kokoro_lab/static/ to ``widget`` on first use,
+    not at import: a checkout without the front-end build can still import the package and use
+    the engine. Raises :class:`FrontendMissing` when the build is not there."""
+    if "_esm" not in widget.__dict__:
+        esm = _static(script).read_text(encoding="utf-8")
+        if style is not None:
+            widget._css = _static(style).read_text(encoding="utf-8")
+        widget._esm = esm
 
 
 def chunk_model_id(player_id: str, stream_id: str, seq: int) -> str:
@@ -128,7 +132,7 @@ class Player(anywidget.AnyWidget):
 
     def __init__(self, **kwargs) -> None:
         kwargs.setdefault("player_id", uuid.uuid4().hex[:12])
-        _load_frontend()
+        attach_frontend(Player, "player.js", "player.css")
         super().__init__(**kwargs)
         self._lock = threading.RLock()
         self._chunks: list[AudioChunk] = []

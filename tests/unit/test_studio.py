@@ -15,6 +15,7 @@ from kokoro_lab import voice
 from kokoro_lab.engine import assets
 from kokoro_lab.engine.sessions import available_providers
 from kokoro_lab.engine.voices import LANGUAGES, VoiceBank, describe_voice
+from kokoro_lab.notebook import player
 from kokoro_lab.notebook.explorer import (
     Projection,
     style_vectors,
@@ -26,7 +27,6 @@ from kokoro_lab.notebook.studio import (
     Studio,
     precision_choices,
     provider_choices,
-    speak_button,
     stock_voices,
     voice_options,
 )
@@ -290,7 +290,7 @@ def test_without_the_built_front_end_speak_is_a_plain_button(monkeypatch):
         raise FrontendMissing(f"{name} is missing")
 
     monkeypatch.delattr(SpeakButton, "_esm", raising=False)
-    monkeypatch.setattr(speak_button, "_static", missing)
+    monkeypatch.setattr(player, "_static", missing)
     studio = offline_studio()
     assert type(studio.speak_button) is widgets.Button
     heard = []

@@ -18,7 +18,7 @@ import anywidget
 import ipywidgets as widgets
 import traitlets
 
-from ..player import _static
+from ..player import attach_frontend
 
 # The state a control's front end keeps in sync: selection widgets sync their index, the others
 # their value.
@@ -34,8 +34,7 @@ class SpeakButton(anywidget.AnyWidget):
     controls = traitlets.List(traitlets.Unicode()).tag(sync=True)  # their model ids
 
     def __init__(self, controls: list[widgets.Widget], **kwargs) -> None:
-        if "_esm" not in SpeakButton.__dict__:  # loaded on first use, as the player's is
-            SpeakButton._esm = _static("speak_button.js").read_text(encoding="utf-8")
+        attach_frontend(SpeakButton, "speak_button.js")
         super().__init__(controls=[c.model_id for c in controls], **kwargs)
         self._controls = {c.model_id: c for c in controls}
         self._handlers: list[Callable[[SpeakButton], None]] = []

@@ -25,7 +25,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from .environment import asset_checks, notebook_checks, tuning_check
+from .environment import asset_checks, kernel_check, notebook_checks, tuning_check
 from .fixes import GPU_HINT, GPU_INSTALL, LAST_CUDA12_RELEASE, gpu_install_command
 from .report import FAIL, INFO, OK, WARN, Check, Report
 from .runtime import GpuFacts, RuntimeFacts, runtime_checks, runtime_facts
@@ -48,6 +48,7 @@ def diagnose(*, probe_gpu: bool = True, static_dir: Path | None = None,
     checks += runtime_checks((facts or (lambda: runtime_facts(probe_gpu)))())
     checks += asset_checks()
     checks.append(tuning_check())
+    checks.append(kernel_check())
     checks += notebook_checks(static_dir, source_dir)
     return Report(checks)
 

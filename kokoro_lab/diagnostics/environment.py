@@ -91,6 +91,20 @@ def tuning_check() -> Check:
                  "kokoro-lab tune  (measures this machine, a few minutes)")
 
 
+def kernel_check() -> Check:
+    """Whether the fused vocoder kernel (``matmul-fused-kernel``) is built or can be, building
+    nothing."""
+    from ..engine.graphs import native
+    from ..engine.graphs.variants import NATIVE
+
+    try:
+        return Check("assets", "fused kernel", INFO, f"{', '.join(NATIVE)}: {native.describe()}")
+    except native.NativeUnavailable as error:
+        return Check("assets", "fused kernel", WARN,
+                     f"{error}: `kokoro-lab tune` cannot measure {', '.join(NATIVE)} here",
+                     "apt install g++  (or set CXX)")
+
+
 # -- notebook -------------------------------------------------------------------------------
 def _version(name: str) -> str | None:
     try:

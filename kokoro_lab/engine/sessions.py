@@ -129,10 +129,13 @@ def shared_cpu_arena() -> None:
 
 
 def session_options(threads: int | None = None, profile_prefix: str | None = None,
-                    spinning: bool = True):
+                    spinning: bool = True, custom_ops: str = ""):
     """Explicit options rather than ORT's defaults, so runs are comparable across machines.
-    ``spinning=False`` lets idle intra-op threads sleep instead of spinning (a tuning)."""
+    ``spinning=False`` lets idle intra-op threads sleep instead of spinning (a tuning);
+    ``custom_ops`` names a custom-op library the graph needs (:func:`custom_ops_library`)."""
     options = ort.SessionOptions()
+    if custom_ops:
+        options.register_custom_ops_library(custom_ops)
     if not spinning:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if SHARED_ARENA:
@@ -212,11 +215,23 @@ class LoadedSession:
     graph: str = ""  # the file this session runs (the model, or one of its derived stages)
     # What this session's speed turned out to be, so chunk sizing learns per provider/precision.
     speed_model: SpeedModel = field(default_factory=SpeedModel)
+    custom_ops: str = ""  # the custom-op library its graph needs, if any
+
+
+def custom_ops_library(stage: str, variant: str) -> str:
+    """The custom-op library a stage's graph variant needs (built on first use), or ""."""
+    from .graphs import variants
+
+    if stage != "generator" or variant not in variants.NATIVE:
+        return ""
+    from .graphs import native
+
+    return str(native.library_path())
 
 
 def create_session(
     model: Path, provider: str, threads: int | None = None, profile_prefix: str | None = None,
-    spinning: bool = True,
+    spinning: bool = True, custom_ops: str = "",
 ) -> tuple[ort.InferenceSession, list[str]]:
     """Create a session on ``provider`` (plus CPU for ops it lacks) and refuse a fallback."""
     name = check_available(provider)
@@ -230,7 +245,7 @@ def create_session(
         # session silently falls back to CPU (refused below) even though the GPU build is fine.
         preload_gpu_libraries()
     session = ort.InferenceSession(
-        str(model), sess_options=session_options(threads, profile_prefix, spinning),
+        str(model), sess_options=session_options(threads, profile_prefix, spinning, custom_ops),
         providers=chain
     )
     active = session.get_providers()
@@ -255,13 +270,14 @@ def stage_path(model: Path, stage: str, variant: str = "released") -> Path:
     # The generator stage takes a phase offset, so it can start after skipped frames; with an
     # offset of zero it is the unsplit model's vocoder, bit for bit.
     graph = paths.front if stage == "front" else phase.phase_graph_path(paths)
+    from .graphs import variants
+
     if stage == "front":  # every GEMM variant runs the front stage's convolutions exactly
-        variant = "released" if variant == "released" else "matmul-exact"
+        exact = variant != "released" and variants.gemm_is_exact()
+        variant = "matmul-exact" if exact else "released"
     if variant == "released":
         return graph
     import onnx
-
-    from .graphs import variants
 
     return split.cached_graph(
         paths.sha256, f"{stage}-{variant}-v{variants.VARIANTS_VERSION}.onnx",
@@ -287,13 +303,16 @@ class SessionCache:
             if key not in self._sessions:
                 start = time.perf_counter()
                 graph = stage_path(path, stage, variant)
-                session, active = create_session(graph, provider, threads, spinning=spinning)
+                custom_ops = custom_ops_library(stage, variant)
+                session, active = create_session(graph, provider, threads, spinning=spinning,
+                                                 custom_ops=custom_ops)
                 self._sessions[key] = LoadedSession(
                     session=session, precision=precision, provider=provider.lower(),
                     model_path=path, graph=str(graph),
                     load_ms=(time.perf_counter() - start) * 1000,
                     active_providers=active, threads=threads, stage=stage,
                     speed_model=SpeedModel(prior_scale=(default_threads() / threads) ** 0.5),
+                    custom_ops=custom_ops,
                 )
             return self._sessions[key]
 

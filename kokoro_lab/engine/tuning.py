@@ -14,7 +14,8 @@ The rules:
   the CPU it was measured on. It is used only on the same CPU (model name, core count and the
   instruction sets the kernels use); a profile from another CPU is ignored with a warning,
   never used silently. A corrupt or stale file (bad JSON, another format version, an unknown
-  variant) is ignored the same way, and the next ``kokoro-lab tune`` replaces it.
+  variant) is ignored the same way, and the next ``kokoro-lab tune`` replaces it; so is one whose
+  variant needs the compiled kernel where that cannot be built (no compiler, say).
 """
 
 from __future__ import annotations
@@ -150,6 +151,22 @@ def load_profile(path: Path | None = None, known_variants: tuple[str, ...] = ())
     return tuning
 
 
+def _runnable(tuning: Tuning) -> bool:
+    """Whether a profile's variant can run here: one that needs the compiled kernel
+    (:mod:`.graphs.native`) is refused, with a warning, where that cannot be built."""
+    from .graphs import native, variants
+
+    if tuning.variant not in variants.NATIVE:
+        return True
+    try:
+        native.library_path()
+    except native.NativeUnavailable as error:
+        _refuse(Path(tuning.source.removeprefix("profile ")),
+                f"its variant {tuning.variant!r} needs the fused kernel: {error}")
+        return False
+    return True
+
+
 def _refuse(source: Path, why: str) -> None:
     warnings.warn(f"tuning profile {source} not used: {why}. Run `kokoro-lab tune` to measure "
                   "this machine again (the built-in tuning runs meanwhile).", TuningWarning,
@@ -168,7 +185,8 @@ def resolve(tuning: str | Tuning | None, known_variants: tuple[str, ...] = ()) -
     if tuning == "off":
         return OFF
     if tuning in (None, "auto"):
-        return load_profile(known_variants=known_variants) or built_in()
+        profile = load_profile(known_variants=known_variants)
+        return profile if profile is not None and _runnable(profile) else built_in()
     raise ValueError(f"tuning must be 'auto', 'off' or a Tuning, got {tuning!r}")
 
 

@@ -220,7 +220,8 @@ def _op_rows(engine, inputs, front, frames, repeats: int) -> list[OpRow]:
     with tempfile.TemporaryDirectory(prefix="kokoro-lab-ops-") as folder:
         for (stage, feed), loaded in zip(feeds.items(), engine.sessions, strict=True):
             session, _ = create_session(Path(loaded.graph), loaded.provider, loaded.threads,
-                                        profile_prefix=str(Path(folder) / stage))
+                                        profile_prefix=str(Path(folder) / stage),
+                                        custom_ops=loaded.custom_ops)
             for _ in range(repeats + 1):
                 session.run(None, feed)
             with open(session.end_profiling(), encoding="utf-8") as events:

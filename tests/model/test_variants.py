@@ -1,7 +1,8 @@
 """The generator variants on the real graph: each rewrite finds every node it is meant for in
 the released vocoder, and a variant that is not bit-identical still renders the very speech the
 released graph renders (PESQ-WB over ``kokoro-lab tune``'s bar), with no ``Sin`` left in the
-Snakes of ``matmul-fused-poly`` and no ``STFT`` in ``matmul-fused-poly-stft``."""
+Snakes of ``matmul-fused-poly``, no ``STFT`` in ``matmul-fused-poly-stft`` and every resblock's
+norm, Snake and quantizer in one compiled kernel in ``matmul-fused-kernel``."""
 
 from __future__ import annotations
 
@@ -51,8 +52,20 @@ def test_the_stft_variant_replaces_the_real_sources_stft_and_its_zero_test():
     assert stft.get("GreaterOrEqual", 0) == poly.get("GreaterOrEqual", 0) + 1
 
 
+def test_the_kernel_variant_fuses_every_resblock_chain_of_the_real_vocoder():
+    model = assets.model_path("int8")
+    stft = op_counts(stage_path(model, "generator", "matmul-fused-poly-stft"))
+    kernel = op_counts(stage_path(model, "generator", "matmul-fused-kernel"))
+    snakes = stft["InstanceNormalization"]
+    assert kernel["SnakeQuantize"] == snakes and kernel.get("InstanceNormalization", 0) == 0
+    # Each chain's quantizer, time-major Transpose and Pad went into the kernel; the GEMMs stay.
+    assert stft["DynamicQuantizeLinear"] - kernel.get("DynamicQuantizeLinear", 0) == snakes
+    assert stft["Transpose"] - kernel["Transpose"] == snakes
+    assert kernel["MatMulIntegerToFloat"] == stft["MatMulIntegerToFloat"]
+
+
 @pytest.mark.parametrize("variant", ["matmul-fused", "matmul-fused-poly",
-                                     "matmul-fused-poly-stft"])
+                                     "matmul-fused-poly-stft", "matmul-fused-kernel"])
 def test_a_judged_variant_renders_the_released_speech(variant, released_audio):
     synth = Synthesizer(tuning=Tuning(variant=variant, spinning=False), cache=False,
                         warm_up=False)

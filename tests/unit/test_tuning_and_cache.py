@@ -54,6 +54,18 @@ def test_a_corrupt_profile_is_refused_and_left_for_tune_to_replace(config):
     assert path.read_text() == "{not json"
 
 
+def test_a_profile_whose_kernel_cannot_be_built_is_refused_loudly(config, monkeypatch):
+    from kokoro_lab.engine.graphs import native
+
+    def unavailable():
+        raise native.NativeUnavailable("no C++ compiler (set CXX, or install g++)")
+
+    monkeypatch.setattr(native, "library_path", unavailable)
+    tuning.save_profile(Tuning(variant="matmul-fused-kernel", name="kernel"))
+    with pytest.warns(TuningWarning, match="needs the fused kernel: no C\\+\\+ compiler"):
+        assert tuning.resolve("auto", ("released", "matmul-fused-kernel")) == built_in()
+
+
 def test_bad_tuning_arguments_are_refused():
     with pytest.raises(ValueError, match="'auto', 'off' or a Tuning"):
         tuning.resolve("fastest")

@@ -176,3 +176,20 @@ def test_a_graph_without_the_pattern_is_refused_and_names_are_checked():
     with pytest.raises(ValueError, match="unknown graph variant 'fastest'"):
         variants.build("fastest", plain)
     assert variants.build("released", plain) is plain
+
+
+@pytest.mark.parametrize(("flags", "exact"), [
+    ("fpu sse2 avx2 avx512f avx512_vnni", True),  # VNNI: 32-bit dot products
+    ("fpu sse2 avx2 avx_vnni", True),
+    ("fpu sse2 avx2 amx_tile amx_int8", True),
+    ("fpu sse2 avx2 fma", False),  # AVX2 only: pairs summed in 16 bits saturate
+    ("fpu sse2 avx2 avx512f avx512bw", False),
+])
+def test_the_front_runs_the_gemm_rewrite_only_where_the_gemm_is_exact(tmp_path, flags, exact):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nmodel name\t: test\nflags\t\t: {flags}\n")
+    assert variants.gemm_is_exact(str(cpuinfo)) is exact
+    arm = tmp_path / "arm"
+    arm.write_text("processor\t: 0\nFeatures\t: fp asimd asimddp\n")
+    assert variants.gemm_is_exact(str(arm)) is True
+    assert variants.gemm_is_exact(str(tmp_path / "missing")) is False

@@ -48,7 +48,7 @@ from ..engine import (
 )
 from ..engine.assets import AssetError
 from ..engine.cache import ChunkCache
-from ..engine.metrics import plural
+from ..engine.metrics import SAMPLE_RATE, plural
 from ..engine.sessions import SESSIONS
 from .chart import LatencyChart
 from .player import FrontendMissing, Player
@@ -435,9 +435,23 @@ def _finished(speech: Speech) -> bool:
     heard = speech.player.heard or {}
     if heard.get("final"):
         return True
-    # Without a final report, assume it plays out within its length after it was made.
-    ended = speech.first_ready or speech.requested
-    return time.perf_counter() > ended + speech.result.duration_s + 5.0
+    # Without a final report (the page's reports reach a busy kernel late), assume it plays out
+    # by its estimated end, with 5 s to spare.
+    return time.perf_counter() > _played_out_by(speech) + 5.0
+
+
+def _played_out_by(speech: Speech) -> float:
+    """When a page playing ``speech`` without a hitch would have played it out (perf_counter
+    seconds): each chunk from when it was made or the previous one ended, whichever is later,
+    and the whole after the utterance it queued behind. Measured from the utterance's length
+    alone, a slow machine's stalls (tens of seconds under load) or a long queue ahead made a
+    later cell start over audio still playing instead of queuing behind it."""
+    clock = speech.first_ready or speech.requested
+    if speech.after is not None:
+        clock = max(clock, _played_out_by(speech.after))
+    for chunk in list(speech.result.chunks):
+        clock = max(clock, chunk.finished) + len(chunk.audio) / SAMPLE_RATE
+    return clock
 
 
 def _cell_id(shell) -> str | None:

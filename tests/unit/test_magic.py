@@ -1,10 +1,14 @@
 """``%%speak`` options, interpolation and bad input in an in-process IPython shell: every error
-is raised before synthesis starts, so no model is loaded.
+is raised before synthesis starts, so no model is loaded; and when the overlap rule counts an
+utterance no page reported on as played out.
 """
 
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
+import numpy as np
 import pytest
 from IPython.core.error import UsageError
 
@@ -92,3 +96,34 @@ def test_a_finished_profile_settles_the_kernels_sessions_without_loading_a_model
         assert Engine.warmed == 1
     finally:
         magics._synth = None
+
+
+def _speech(first_ready: float, chunks: list[tuple[float, float]], after=None):
+    """A finished utterance no page reported on: chunks as (made at, seconds of audio)."""
+    from kokoro_lab.engine.metrics import SAMPLE_RATE
+
+    made = [SimpleNamespace(finished=at, audio=np.zeros(int(seconds * SAMPLE_RATE), np.float32))
+            for at, seconds in chunks]
+    return SimpleNamespace(first_ready=first_ready, requested=first_ready, after=after,
+                           player=SimpleNamespace(heard={}), result=SimpleNamespace(
+                               done=True, cancelled=False, chunks=made))
+
+
+def test_an_unreported_utterance_counts_as_playing_until_its_stalls_and_queue_are_over(
+        monkeypatch):
+    """The overlap rule's estimate when the page has not said it is done: a chunk made late
+    delays the end (a stall), and an utterance queued behind another ends after it."""
+    from kokoro_lab.notebook import magic
+
+    # 2 s of audio, then a chunk made 20 s later: played out at 100 + 22 + 2 = 124 s, not 104.
+    slow = _speech(100.0, [(100.0, 2.0), (122.0, 2.0)])
+    assert magic._played_out_by(slow) == pytest.approx(124.0)
+    # Made at 105 s, but queued behind it: plays 124-126 s.
+    queued = _speech(105.0, [(105.0, 2.0)], after=slow)
+    assert magic._played_out_by(queued) == pytest.approx(126.0)
+    for now, finished in ((120.0, False), (130.0, False), (131.5, True)):
+        monkeypatch.setattr(magic.time, "perf_counter", lambda now=now: now)
+        assert magic._finished(queued) is finished
+    queued.player.heard = {"final": True}  # the page's own word ends it at once
+    monkeypatch.setattr(magic.time, "perf_counter", lambda: 106.0)
+    assert magic._finished(queued)

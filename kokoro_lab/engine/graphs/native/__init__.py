@@ -19,6 +19,7 @@ flags, CPU). Nothing compiled is shipped or committed.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import os
@@ -103,6 +104,7 @@ def _compiler() -> str:
     return compiler
 
 
+@functools.cache  # a subprocess: asked again by every profile check and session made
 def _version(compiler: str) -> str:
     return subprocess.run([compiler, "--version"], capture_output=True, text=True).stdout
 

@@ -272,16 +272,17 @@ def stage_path(model: Path, stage: str, variant: str = "released") -> Path:
     graph = paths.front if stage == "front" else phase.phase_graph_path(paths)
     from .graphs import variants
 
-    if stage == "front":  # every GEMM variant runs the front stage's convolutions exactly
-        exact = variant != "released" and variants.gemm_is_exact()
-        variant = "matmul-exact" if exact else "released"
+    if stage == "front" and variant != "released":
+        variant = "matmul-exact"  # every GEMM variant runs the front's convolutions exactly
     if variant == "released":
         return graph
     import onnx
 
-    return split.cached_graph(
-        paths.sha256, f"{stage}-{variant}-v{variants.VARIANTS_VERSION}.onnx",
-        lambda: variants.build(variant, onnx.load(str(graph))))
+    # Without VNNI or AMX the rewrites leave the convolutions that could saturate the GEMM, so
+    # the graph depends on the CPU's kind (variants.gemm_tag).
+    name = f"{stage}-{variant}{variants.gemm_tag()}-v{variants.VARIANTS_VERSION}.onnx"
+    return split.cached_graph(paths.sha256, name,
+                              lambda: variants.build(variant, onnx.load(str(graph))))
 
 
 class SessionCache:

@@ -7,13 +7,15 @@ norm, Snake and quantizer in one compiled kernel in ``matmul-fused-kernel``."""
 from __future__ import annotations
 
 import collections
+from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
 
-from kokoro_lab.engine import Synthesizer, Tuning, assets
-from kokoro_lab.engine.graphs.variants import VARIANTS_VERSION
+from kokoro_lab.engine import Synthesizer, Tuning, assets, split
+from kokoro_lab.engine.graphs import variants
+from kokoro_lab.engine.graphs.variants import VARIANTS_VERSION, gemm_tag
 from kokoro_lab.engine.sessions import stage_path
 from kokoro_lab.profiling.tune import PESQ_MEAN_BAR
 from kokoro_lab.quality import pesq_wb
@@ -64,13 +66,41 @@ def test_the_kernel_variant_fuses_every_resblock_chain_of_the_real_vocoder():
     assert kernel["MatMulIntegerToFloat"] == stft["MatMulIntegerToFloat"]
 
 
+def test_the_front_keeps_only_the_convolutions_whose_weights_could_saturate_a_16_bit_pair():
+    front = onnx.load(str(split.split_model(assets.model_path("int8")).front))
+    rewritten = variants.conv_integer_to_matmul(front, exact=True, pairs_in_16_bits=True)
+    inits = {t.name: t for t in front.graph.initializer}
+
+    def fits(conv: onnx.NodeProto) -> bool:
+        weight = onnx.numpy_helper.to_array(inits[conv.input[1]]).astype(np.int32) - \
+            int(onnx.numpy_helper.to_array(inits[conv.input[3]]).ravel()[0])
+        m, c, k = weight.shape
+        return variants.pairs_fit_16_bits(weight.transpose(2, 1, 0).reshape(k * c, m))
+
+    convs = [n for n in front.graph.node if n.op_type == "ConvInteger"]
+    kept = {n.name for n in rewritten.graph.node if n.op_type == "ConvInteger"}
+    assert kept == {n.name for n in convs if not fits(n)}
+    assert 0 < len(kept) < len(convs) // 4  # the few whose weights need the widening kernel
+
+
+def test_the_exact_variant_renders_the_released_audio_bit_for_bit(released_audio):
+    # Front and generator as GEMMs, on this CPU's rule for which convolutions are exact there.
+    synth = Synthesizer(tuning=Tuning(variant="matmul-exact", spinning=False), cache=False,
+                        warm_up=False)
+    audio = synth.render(TEXT).audio
+    front, generator = (Path(s.graph).name for s in synth.decoder_for().sessions)
+    assert front.startswith("front-matmul-exact") and generator.startswith("generator-matmul-exact")
+    np.testing.assert_array_equal(audio, released_audio)
+
+
 @pytest.mark.parametrize("variant", ["matmul-fused", "matmul-fused-poly",
                                      "matmul-fused-poly-stft", "matmul-fused-kernel"])
 def test_a_judged_variant_renders_the_released_speech(variant, released_audio):
     synth = Synthesizer(tuning=Tuning(variant=variant, spinning=False), cache=False,
                         warm_up=False)
     audio = synth.render(TEXT).audio
-    assert synth.decoder_for().last.graph.endswith(f"generator-{variant}-v{VARIANTS_VERSION}.onnx")
+    assert synth.decoder_for().last.graph.endswith(
+        f"generator-{variant}{gemm_tag()}-v{VARIANTS_VERSION}.onnx")
     assert abs(audio.size - released_audio.size) <= 0.01 * released_audio.size
     assert not np.array_equal(audio, released_audio)  # not bit-identical: judged by ear
     assert pesq_wb(released_audio, audio) >= PESQ_MEAN_BAR

@@ -21,11 +21,12 @@ def _const(name: str, value) -> onnx.TensorProto:
     return numpy_helper.from_array(np.asarray(value), name)
 
 
-def conv_graph(bias: bool, dilation: int = 2) -> onnx.ModelProto:
+def conv_graph(bias: bool, dilation: int = 2, spread: int = 64) -> onnx.ModelProto:
     """x → DynamicQuantizeLinear → ConvInteger(uint8 w) [→ Add int32 bias] → Cast → Mul(scales),
-    as the released int8 graph quantizes each vocoder convolution."""
+    as the released int8 graph quantizes each vocoder convolution; weights ``128 ± spread``
+    (within 64 of the zero point no pair of them can saturate a 16-bit sum)."""
     rng = np.random.default_rng(0)
-    weight = rng.integers(60, 196, (M, C, K)).astype(np.uint8)
+    weight = rng.integers(128 - spread, 128 + spread + 1, (M, C, K)).astype(np.uint8)
     pad = dilation * (K - 1) // 2
     nodes = [
         helper.make_node("DynamicQuantizeLinear", ["x"], ["xq", "xs", "xz"]),
@@ -58,17 +59,36 @@ def run(model: onnx.ModelProto, feeds: dict) -> np.ndarray:
     return session.run(None, feeds)[0]
 
 
-@pytest.mark.parametrize("bias", [False, True])
-def test_the_exact_gemm_rewrite_gives_the_very_same_numbers(bias):
+@pytest.mark.parametrize(("bias", "pairs_in_16_bits"), [(False, False), (True, True)])
+def test_the_exact_gemm_rewrite_gives_the_very_same_numbers(bias, pairs_in_16_bits):
     model = conv_graph(bias)
     x = {"x": np.random.default_rng(1).normal(0, 1, (1, C, T)).astype(np.float32)}
-    exact = variants.conv_integer_to_matmul(model, exact=True)
+    exact = variants.conv_integer_to_matmul(model, exact=True, pairs_in_16_bits=pairs_in_16_bits)
     assert not [n for n in exact.graph.node if n.op_type == "ConvInteger"]
     assert [n.op_type for n in exact.graph.node].count("MatMulInteger") == 1
     np.testing.assert_array_equal(run(exact, x), run(model, x))
-    fused = variants.conv_integer_to_matmul(model)
+    fused = variants.conv_integer_to_matmul(model, pairs_in_16_bits=pairs_in_16_bits)
     assert [n.op_type for n in fused.graph.node].count("MatMulIntegerToFloat") == 1
     np.testing.assert_allclose(run(fused, x), run(model, x), rtol=1e-4, atol=0.02)
+
+
+def test_weights_that_could_saturate_a_16_bit_pair_stay_a_conv_integer_there():
+    # 128 ± 100: pairs of |w| up to 200; a uint8 activation of 255 makes 51,000 > 32,767
+    model = conv_graph(bias=True, spread=100)
+    kept = variants.conv_integer_to_matmul(model, exact=True, pairs_in_16_bits=True)
+    assert [n.op_type for n in kept.graph.node].count("ConvInteger") == 1
+    assert "MatMulInteger" not in {n.op_type for n in kept.graph.node}
+    widened = variants.conv_integer_to_matmul(model, exact=True, pairs_in_16_bits=False)
+    assert "ConvInteger" not in {n.op_type for n in widened.graph.node}
+
+
+def test_the_pair_rule_bounds_every_pair_of_rows_the_gemm_adds_in_16_bits():
+    fits = variants.pairs_fit_16_bits
+    assert fits(np.array([[127, -1], [1, -127]], np.int8))  # |127| + |1| = 128: 32,640 fits
+    assert not fits(np.array([[127], [-2]], np.int8))  # 129 * 255 = 32,895 does not
+    assert fits(np.array([[64], [64], [-128]], np.int8))  # an odd last row pairs with zero
+    assert not fits(np.array([[1], [1], [-128], [1]], np.int8))  # rows 2 and 3 pair
+    assert fits(np.array([[100], [0], [0], [100]], np.int8))  # 0 + 3 are never added in 16 bits
 
 
 def adain_snake_graph() -> onnx.ModelProto:

@@ -47,13 +47,16 @@ portable C fallback). So:
   cores against ~2.3 for the ops it replaces; the vocoder ~10-20 % faster on an AVX2 EPYC).
 
 Every variant also runs the *front* stage's convolutions through the exact rewrite (bit-identical
-there, 1.6–1.8x faster) where the integer GEMM is exact (:func:`gemm_is_exact`: not on an x86
-CPU without VNNI, whose front then runs as released). Valid on any CPU, fast only where
-``uint8 x int8`` GEMM is fast: on an Emerald Rapids machine (AMX) the exact variant ran the
-vocoder 1.96x and the fused one 2.0–2.2x faster than the released graph. On an x86 CPU without
-VNNI, MLAS's ``u8 x s8`` kernel sums pairs of products in 16 bits and may saturate (|w| reaches
-88), so nothing is used without measurement except the exact variant on AMX (:func:`has_amx`);
-``tune`` judges every variant by ear on any machine.
+there, 1.6–1.8x faster on AMX, ~15 % on an AVX2 EPYC). Valid on any CPU, fast only
+where ``uint8 x int8`` GEMM is fast: on an Emerald Rapids machine (AMX) the exact variant ran the
+vocoder 1.96x and the fused one 2.0–2.2x faster than the released graph. Exact only where the
+GEMM cannot saturate: on an x86 CPU without VNNI or AMX, MLAS's kernel adds each pair of
+products in 16 bits (``vpmaddubsw``), so there a convolution is rewritten only when no pair of
+its weights can overflow them (:func:`pairs_fit_16_bits`): every generator convolution and 35 of
+the front's 37 qualify; F0's and energy's one-channel output convolutions (|w| up to 221 per
+pair) stay ``ConvInteger``, whose ``uint8 x uint8`` kernel widens first. Nothing but the exact
+variant on AMX (:func:`has_amx`) is used without measurement; ``tune`` judges every variant by
+ear on any machine.
 """
 
 from __future__ import annotations
@@ -74,6 +77,8 @@ MS_DOMAIN = "com.microsoft"
 # bit-identical). VNNI machines compute it exactly too, but their speed is for `tune` to measure.
 AMX_FEATURES = ("amx_tile", "amx_int8")
 EXACT_GEMM_FEATURES = ("avx512_vnni", "avx_vnni", "amx_int8")  # x86: see gemm_is_exact
+# vpmaddubsw adds two uint8 x int8 products into an int16: 255 * 128 = 32,640 always fits
+PAIR_WEIGHT_LIMIT = 128
 
 
 def _cpu_flags(cpuinfo: str) -> set[str] | None:
@@ -94,12 +99,14 @@ def has_amx(cpuinfo: str = "/proc/cpuinfo") -> bool:
 
 
 def gemm_is_exact(cpuinfo: str = "/proc/cpuinfo") -> bool:
-    """Whether MLAS's ``uint8 x int8`` GEMM gives the exact int32 products here.
+    """Whether MLAS's ``uint8 x int8`` GEMM gives the exact int32 products here, whatever the
+    weights.
 
     On x86 it does with VNNI or AMX; with plain AVX2 or AVX-512 it adds pairs of products in
-    16 bits (``vpmaddubsw``), which saturates on the front stage's weights (measured on an AMD
-    EPYC with AVX2 only: the front's durations and F0 moved, PESQ-WB 2.1-3.4 against the
-    released graph). Arm's kernels widen before they add. False where the CPU is unknown.
+    16 bits (``vpmaddubsw``), which saturates on some of the front stage's weights (measured on
+    an AMD EPYC with AVX2 only: rewriting every front convolution moved the durations and F0,
+    PESQ-WB 2.1-3.4 against the released graph). Arm's kernels widen before they add. False
+    where the CPU is unknown: then only weights that :func:`pairs_fit_16_bits` are rewritten.
     """
     flags = _cpu_flags(cpuinfo)
     if flags is None:
@@ -107,6 +114,27 @@ def gemm_is_exact(cpuinfo: str = "/proc/cpuinfo") -> bool:
     if "sse2" not in flags:  # not x86
         return True
     return any(feature in flags for feature in EXACT_GEMM_FEATURES)
+
+
+def pairs_fit_16_bits(weight: np.ndarray) -> bool:
+    """Whether a GEMM that adds pairs of ``uint8 x int8`` products in 16 bits is exact on
+    ``weight`` (the ``K x N`` int8 operand) for any activations.
+
+    MLAS's AVX2 and AVX-512 kernels pack rows ``2i`` and ``2i + 1`` of each column together and
+    add their two products with ``vpmaddubsw``, saturating at 32,767; with
+    ``|w[2i]| + |w[2i+1]| <= 128`` no pair passes ``255 * 128 = 32,640``.
+    """
+    magnitude = np.abs(weight.astype(np.int32))
+    if magnitude.shape[0] % 2:
+        magnitude = np.vstack([magnitude, np.zeros((1,) + magnitude.shape[1:], np.int32)])
+    return int((magnitude[0::2] + magnitude[1::2]).max(initial=0)) <= PAIR_WEIGHT_LIMIT
+
+
+def gemm_tag() -> str:
+    """What the rewritten graphs of this CPU depend on, for their cache names: ``""`` where the
+    GEMM is exact for any weights, else ``"-pairs16"`` (:func:`conv_integer_to_matmul` leaves
+    the convolutions whose weights could saturate it)."""
+    return "" if gemm_is_exact() else "-pairs16"
 
 
 def _epilogue(g: Graph, conv: onnx.NodeProto, act_scale: str):
@@ -177,14 +205,20 @@ def _im2col(g: Graph, node: onnx.NodeProto, attrs: dict, x_zero: str, k: int
     return new, p + "col"
 
 
-def conv_integer_to_matmul(model: onnx.ModelProto, exact: bool = False) -> onnx.ModelProto:
+def conv_integer_to_matmul(model: onnx.ModelProto, exact: bool = False,
+                           pairs_in_16_bits: bool | None = None) -> onnx.ModelProto:
     """Every 1-D ``ConvInteger`` (group 1, fed by ``DynamicQuantizeLinear``) as im2col and a
     ``uint8 x int8`` GEMM (see the module docstring); ``exact`` keeps the int32 product and the
-    graph's own epilogue (bit-identical audio)."""
+    graph's own epilogue (bit-identical audio). Where the GEMM adds products in pairs in 16
+    bits (``pairs_in_16_bits``; by default, where not :func:`gemm_is_exact`) a convolution whose
+    weights could saturate it stays as it is."""
+    if pairs_in_16_bits is None:
+        pairs_in_16_bits = not gemm_is_exact()
     out = copy_model(model)
     g = Graph(out.graph)
     replace: dict[str, list[onnx.NodeProto]] = {}
     drop: set[str] = set()
+    matched = 0
     for node in out.graph.node:
         attrs = attributes(node)
         if node.op_type != "ConvInteger" or attrs.get("group", 1) != 1 \
@@ -199,7 +233,10 @@ def conv_integer_to_matmul(model: onnx.ModelProto, exact: bool = False) -> onnx.
         weight = g.array(node.input[1]).astype(np.int32) - zero
         if weight.min() < -128 or weight.max() > 127:
             continue  # not representable as int8 without changing values: leave this conv
+        matched += 1
         m, c, k = weight.shape
+        if pairs_in_16_bits and not pairs_fit_16_bits(weight.transpose(2, 1, 0).reshape(k * c, m)):
+            continue  # the GEMM could saturate: ConvInteger's uint8 x uint8 kernel widens first
         x_zero = quant.output[2]
         b = g.const(node.name + "/gemm/B", weight.transpose(2, 1, 0).reshape(k * c, m)
                     .astype(np.int8))
@@ -219,7 +256,7 @@ def conv_integer_to_matmul(model: onnx.ModelProto, exact: bool = False) -> onnx.
                                  name=p + "to_channel_major")]
         replace[mul.output[0]] = new
         drop.update(consumed)
-    if not replace:
+    if not matched:
         raise RewriteError("no ConvInteger fed by DynamicQuantizeLinear to rewrite")
     if not any(o.domain == MS_DOMAIN for o in out.opset_import):
         out.opset_import.append(helper.make_opsetid(MS_DOMAIN, 1))
@@ -437,6 +474,6 @@ def build(name: str, model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 __all__ = ["EXACT", "NATIVE", "VARIANTS", "VARIANTS_VERSION", "adain_to_instance_norm", "build",
-           "conv_integer_to_matmul", "gemm_is_exact", "has_amx", "matmul_exact", "matmul_fused",
-           "matmul_fused_kernel", "matmul_fused_poly", "matmul_fused_poly_stft", "released",
-           "sin_squared_coefficients", "sin_squared_nodes"]
+           "conv_integer_to_matmul", "gemm_is_exact", "gemm_tag", "has_amx", "matmul_exact",
+           "matmul_fused", "matmul_fused_kernel", "matmul_fused_poly", "matmul_fused_poly_stft",
+           "pairs_fit_16_bits", "released", "sin_squared_coefficients", "sin_squared_nodes"]

@@ -6,6 +6,7 @@ refused (headers, compiler, the ``.deb`` it reads them from)."""
 from __future__ import annotations
 
 import io
+import os
 import tarfile
 
 import numpy as np
@@ -145,6 +146,28 @@ def test_a_compile_error_is_reported_not_cached(monkeypatch, tmp_path):
     with pytest.raises(native.NativeUnavailable, match="compiling the fused vocoder kernel"):
         native.library_path()
     assert not list((tmp_path / "cache").rglob("*.so"))
+
+
+def test_a_new_build_leaves_only_the_newest_few_in_the_cache(monkeypatch, tmp_path):
+    monkeypatch.setenv("KOKORO_LAB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv(native.HEADERS_ENV, str(tmp_path))
+    for name in native.HEADERS:
+        (tmp_path / name).write_text("")
+    compiler = tmp_path / "fake-cxx"  # writes its -o argument, like a successful build
+    compiler.write_text('#!/bin/sh\nfor a; do [ "$o" = -o ] && echo built > "$a"; o=$a; done\n')
+    compiler.chmod(0o755)
+    monkeypatch.setenv("CXX", str(compiler))
+    folder = tmp_path / "cache" / "native"
+    folder.mkdir(parents=True)
+    old = [folder / f"snake_quantize-old{i}.so" for i in range(6)]
+    for age, path in enumerate(old):  # old0 the newest
+        path.write_text("")
+        os.utime(path, (1e9 - age, 1e9 - age))
+    (folder / "notes.txt").write_text("not a build")
+    target = native.library_path()
+    assert target.read_text() == "built\n"
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        [target.name, "notes.txt"] + [p.name for p in old[:native.KEPT_BUILDS - 1]])
 
 
 def _ar(members: dict[str, bytes]) -> bytes:

@@ -49,6 +49,7 @@ FLAGS = ("-O3", "-march=native", "-fno-math-errno", "-std=c++17", "-shared", "-f
          "-fvisibility=hidden")
 
 _lock = threading.Lock()
+KEPT_BUILDS = 4  # compiled libraries kept in the cache, the newest first (see _prune)
 
 
 class NativeUnavailable(AssetError):
@@ -129,6 +130,17 @@ def _compile(compiler: str, headers: Path, target: Path) -> None:
             raise NativeUnavailable(f"compiling the fused vocoder kernel failed "
                                     f"({compiler}):\n{done.stderr[-2000:]}")
         os.replace(built, target)
+    _prune(target.parent, keep=target)
+
+
+def _prune(folder: Path, keep: Path) -> None:
+    """Delete all but the newest :data:`KEPT_BUILDS` builds in ``folder`` (always ``keep``):
+    each source, header, compiler or CPU change makes a new one. A few stay for caches shared
+    by machines or checkouts that differ; a build another process has loaded stays mapped."""
+    builds = sorted((p for p in folder.glob("snake_quantize-*.so") if p != keep),
+                    key=lambda p: p.stat().st_mtime, reverse=True)
+    for stale in builds[KEPT_BUILDS - 1:]:
+        stale.unlink(missing_ok=True)
 
 
 def _headers(folder: Path) -> Path:

@@ -132,6 +132,7 @@ class Playback:
     underrun_ms: float  # total silence inserted after first audio because a chunk was late
     underruns: int  # how many chunks arrived late
     total_ms: float  # call → last chunk ready
+    played_out_ms: float = float("nan")  # call → the last chunk has played to its end
 
     def as_dict(self) -> dict:
         return {k: round(v, 2) if isinstance(v, float) else v for k, v in asdict(self).items()}
@@ -168,6 +169,7 @@ def simulate_playback(ready_ms: list[float], audio: list[np.ndarray],
         underrun_ms=underrun_ms,
         underruns=underruns,
         total_ms=ready_ms[-1] if ready_ms else float("nan"),
+        played_out_ms=clock if ready_ms else float("nan"),
     )
 
 

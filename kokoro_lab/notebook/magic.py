@@ -48,7 +48,7 @@ from ..engine import (
 )
 from ..engine.assets import AssetError
 from ..engine.cache import ChunkCache
-from ..engine.metrics import SAMPLE_RATE, plural
+from ..engine.metrics import plural, simulate_playback
 from ..engine.sessions import SESSIONS
 from .chart import LatencyChart
 from .player import FrontendMissing, Player
@@ -446,12 +446,15 @@ def _played_out_by(speech: Speech) -> float:
     and the whole after the utterance it queued behind. Measured from the utterance's length
     alone, a slow machine's stalls (tens of seconds under load) or a long queue ahead made a
     later cell start over audio still playing instead of queuing behind it."""
-    clock = speech.first_ready or speech.requested
+    start = speech.first_ready or speech.requested
     if speech.after is not None:
-        clock = max(clock, _played_out_by(speech.after))
-    for chunk in list(speech.result.chunks):
-        clock = max(clock, chunk.finished) + len(chunk.audio) / SAMPLE_RATE
-    return clock
+        start = max(start, _played_out_by(speech.after))
+    chunks = list(speech.result.chunks)
+    if not chunks:
+        return start
+    playback = simulate_playback([max(0.0, chunk.finished - start) * 1000 for chunk in chunks],
+                                 [chunk.audio for chunk in chunks])
+    return start + playback.played_out_ms / 1000
 
 
 def _cell_id(shell) -> str | None:

@@ -14,8 +14,9 @@ The rules:
   the CPU it was measured on. It is used only on the same CPU (model name, core count and the
   instruction sets the kernels use); a profile from another CPU is ignored with a warning,
   never used silently. A corrupt or stale file (bad JSON, another format version, an unknown
-  variant) is ignored the same way, and the next ``kokoro-lab tune`` replaces it; so is one whose
-  variant needs the compiled kernel where that cannot be built (no compiler, say).
+  variant, a by-ear variant judged on another version of its graph) is ignored the same way,
+  and the next ``kokoro-lab tune`` replaces it; so is one whose variant needs the compiled
+  kernel where that cannot be built (no compiler, say).
 """
 
 from __future__ import annotations
@@ -118,8 +119,10 @@ def profile_path() -> Path:
 
 def save_profile(tuning: Tuning, path: Path | None = None) -> Path:
     """Save ``tuning`` as this machine's profile (atomically), stamped with this CPU."""
+    from .graphs.variants import VARIANTS_VERSION
+
     target = path or profile_path()
-    data = {"version": PROFILE_VERSION, "cpu": cpu_fingerprint(),
+    data = {"version": PROFILE_VERSION, "cpu": cpu_fingerprint(), "graphs": VARIANTS_VERSION,
             "tuning": {**asdict(tuning), "source": ""}}
     with atomic_write(target) as out:
         out.write(json.dumps(data, indent=1, sort_keys=True).encode())
@@ -148,6 +151,12 @@ def load_profile(path: Path | None = None, known_variants: tuple[str, ...] = ())
     if known_variants and tuning.variant not in known_variants:
         return _refuse(source, f"its variant {tuning.variant!r} is not one this kokoro-lab "
                                f"builds ({', '.join(known_variants)})")
+    from .graphs.variants import EXACT, VARIANTS_VERSION
+
+    if tuning.variant not in EXACT and data.get("graphs") != VARIANTS_VERSION:
+        return _refuse(source, f"its variant {tuning.variant!r} passed by ear as graph version "
+                               f"{data.get('graphs')}, and this kokoro-lab builds version "
+                               f"{VARIANTS_VERSION} of it")
     return tuning
 
 

@@ -46,6 +46,23 @@ def test_a_profile_that_must_not_be_trusted_is_refused_loudly(config, damage, wh
         assert tuning.resolve("auto", ("released",)) == built_in()
 
 
+def test_a_by_ear_certificate_holds_only_for_the_graph_version_it_was_judged_on(config):
+    from kokoro_lab.engine.graphs.variants import VARIANTS_VERSION
+
+    known = ("released", "matmul-exact", "matmul-fused-poly")
+    path = tuning.save_profile(Tuning(variant="matmul-fused-poly", name="poly"))
+    assert tuning.resolve("auto", known).name == "poly"
+    for graphs in (VARIANTS_VERSION - 1, None):  # an older graph; a profile from before versions
+        data = json.loads(path.read_text())
+        path.write_text(json.dumps({**data, "graphs": graphs}))
+        with pytest.warns(TuningWarning, match="passed by ear as graph version"):
+            assert tuning.resolve("auto", known) == built_in()
+    tuning.save_profile(Tuning(variant="matmul-exact", name="exact"))  # exact: no certificate
+    data = json.loads(path.read_text())
+    path.write_text(json.dumps({**data, "graphs": VARIANTS_VERSION - 1}))
+    assert tuning.resolve("auto", known).name == "exact"
+
+
 def test_a_corrupt_profile_is_refused_and_left_for_tune_to_replace(config):
     path = tuning.save_profile(Tuning(name="x"))
     path.write_text("{not json")

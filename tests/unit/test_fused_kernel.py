@@ -111,6 +111,64 @@ def test_the_kernel_pads_with_the_zero_point_and_writes_time_major(library):
     assert np.mean(levels2 == levels) > 0.99
 
 
+def time_major_poly_graph(dilation: int) -> onnx.ModelProto:
+    """The resblock reading a time-major x through a Transpose, as a chain after a GEMM does."""
+    model = poly_graph(dilation)
+    graph = model.graph
+    graph.input[0].CopyFrom(helper.make_tensor_value_info("x_time_major", TensorProto.FLOAT,
+                                                          [1, None, C]))
+    graph.node.insert(0, helper.make_node("Transpose", ["x_time_major"], ["x"], perm=[0, 2, 1]))
+    return model
+
+
+@pytest.mark.compiles
+def test_a_chain_after_a_transpose_to_channel_major_reads_the_time_major_tensor(library):
+    poly = time_major_poly_graph(3)
+    fused = fuse_snake_quantize(poly)
+    ops = [n.op_type for n in fused.graph.node]
+    assert ops.count(native.OP_TIME_MAJOR) == 1 and native.OP not in ops
+    assert "Transpose" not in ops[:ops.index(native.OP_TIME_MAJOR)]
+    for seed in range(2):
+        x = feeds(seed)
+        x["x_time_major"] = x.pop("x").transpose(0, 2, 1).copy()
+        y, scale, zero = run(poly, x)
+        y2, scale2, zero2 = run(fused, x, library)
+        np.testing.assert_allclose(scale2, scale, rtol=1e-5)
+        assert abs(int(zero2) - int(zero)) <= 1
+        assert np.mean(np.abs(y2 - y) <= 1e-3 * np.abs(y).max()) > 0.98
+
+
+def kernel_node_graph(op: str, channels: int) -> onnx.ModelProto:
+    node = helper.make_node(op, ["x", "scale", "bias", "out", "params", "pads"],
+                            ["q", "qs", "qz"], domain=native.DOMAIN)
+    rng = np.random.default_rng(3)
+    inits = [onnx.numpy_helper.from_array(value, name) for name, value in (
+        ("scale", rng.uniform(0.2, 2, channels).astype(np.float32)),
+        ("bias", rng.normal(0, 1, channels).astype(np.float32)),
+        ("out", rng.uniform(0.5, 3, channels).astype(np.float32)),
+        ("params", np.array([1e-5, 0.8, -0.3], np.float32)),
+        ("pads", np.array([2, 5], np.int64)))]
+    graph = helper.make_graph(
+        [node], "kernel", [helper.make_tensor_value_info("x", TensorProto.FLOAT, None)],
+        [helper.make_tensor_value_info(n, t, None) for n, t in
+         (("q", TensorProto.UINT8), ("qs", TensorProto.FLOAT), ("qz", TensorProto.UINT8))], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                   helper.make_opsetid(native.DOMAIN, 1)])
+
+
+@pytest.mark.compiles
+@pytest.mark.parametrize("channels", [13, 256])  # 13: every channel tail of the vectors runs
+def test_the_time_major_kernel_gives_the_channel_major_kernels_levels(library, channels):
+    x = np.random.default_rng(4).normal(0.3, 2, (1, channels, T)).astype(np.float32)
+    q, scale, zero = run(kernel_node_graph(native.OP, channels), {"x": x}, library)
+    q2, scale2, zero2 = run(kernel_node_graph(native.OP_TIME_MAJOR, channels),
+                            {"x": x.transpose(0, 2, 1).copy()}, library)
+    assert q2.shape == q.shape == (1, 2 + T + 5, channels)
+    np.testing.assert_allclose(scale2, scale, rtol=1e-5)
+    assert zero2 == zero and (q2[0, :2] == zero).all() and (q2[0, -5:] == zero).all()
+    assert np.abs(q2.astype(int) - q).max() <= 1 and np.mean(q2 == q) > 0.999
+
+
 def test_a_graph_without_the_chain_is_refused():
     with pytest.raises(RewriteError, match="no InstanceNormalization"):
         fuse_snake_quantize(resblock_graph(1))  # not rewritten to the polynomial form first
@@ -235,4 +293,7 @@ def test_bad_input_is_an_error_from_the_op_not_a_crash(library):
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
                                                     helper.make_opsetid(native.DOMAIN, 1)])
     with pytest.raises(Exception, match="SnakeQuantize: expects x \\[1, C, T\\]"):
+        run(model, {"x": np.ones((1, 4, 10), np.float32)}, library)
+    model.graph.node[0].op_type = native.OP_TIME_MAJOR  # x [1, 4, 10]: ten channels there
+    with pytest.raises(Exception, match="SnakeQuantizeTimeMajor: expects x \\[1, T, C\\]"):
         run(model, {"x": np.ones((1, 4, 10), np.float32)}, library)

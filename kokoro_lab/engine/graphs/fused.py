@@ -13,6 +13,11 @@ first chunk's vocoder time: the norm, the Snake and the quantizer are cheap per 
 pass is a round trip to memory. Only a chain that matches exactly is fused (anything else is left
 as it was); the op comes from :mod:`.native`, so a graph with it runs only in a session that
 registered that library, which the session cache does for :data:`NATIVE_VARIANTS`.
+
+Where the norm reads a ``Transpose`` to channel-major that nothing else reads (the output of each
+resblock's first convolution, a GEMM that writes time-major: 24 of the vocoder's 48 chains), the
+fused node is a ``SnakeQuantizeTimeMajor`` that reads the GEMM's output as it is: the Transpose
+goes, and the kernel's own byte transpose with it.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import onnx
 from onnx import helper
 
 from .common import Graph, RewriteError, attributes, copy_model
-from .native import DOMAIN, OP
+from .native import DOMAIN, OP, OP_TIME_MAJOR
 
 # The Snake's polynomial passes after the norm (variants.sin_squared_nodes, degree 2), by the
 # suffix of the tensor each one makes under the norm's prefix, with its op type.
@@ -76,8 +81,13 @@ def fuse_snake_quantize(model: onnx.ModelProto) -> onnx.ModelProto:
         params = [attributes(norm).get("epsilon", 1e-5),
                   *(float(g.array(p + c)) for c in ("c1", "c2"))]
         last = pad if pad is not None else turn
+        x, op = norm.input[0], OP
+        back = g.made_by(x, "Transpose")  # to channel-major, for this norm alone: read x as it was
+        if back is not None and attributes(back).get("perm") == [0, 2, 1] \
+                and g.only(x, "InstanceNormalization") is norm:
+            x, op = back.input[0], OP_TIME_MAJOR
         replace[last.output[0]] = [helper.make_node(
-            OP, [norm.input[0], norm.input[1], norm.input[2],
+            op, [x, norm.input[1], norm.input[2],
                  g.const(p + "out_scale", out_scale.astype(np.float32)),
                  g.const(p + "params", np.array(params, np.float32)),
                  g.const(p + "pads", _pads(g, pad))],

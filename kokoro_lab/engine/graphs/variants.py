@@ -71,7 +71,7 @@ from onnx import helper
 from .common import Graph, RewriteError, attributes, copy_model
 from .source import stft_as_conv
 
-VARIANTS_VERSION = 2  # bump when a rewrite changes, so cached variant graphs are rebuilt
+VARIANTS_VERSION = 3  # bump when a rewrite changes, so cached variant graphs are rebuilt
 MS_DOMAIN = "com.microsoft"
 # MLAS's u8 x s8 GEMM runs on AMX tiles with these (measured: 1.96x the released vocoder,
 # bit-identical). VNNI machines compute it exactly too, but their speed is for `tune` to measure.

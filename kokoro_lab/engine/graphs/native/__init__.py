@@ -37,6 +37,7 @@ from ...files import AssetError, atomic_write
 SOURCE = Path(__file__).with_name("snake_quantize.cc")
 DOMAIN = "kokoro_lab"
 OP = "SnakeQuantize"
+OP_TIME_MAJOR = "SnakeQuantizeTimeMajor"  # the same, reading x time-major
 HEADERS_ENV = "KOKORO_LAB_ORT_HEADERS"
 HEADERS_DEB = ("https://deb.debian.org/debian/pool/main/o/onnxruntime/"
                "libonnxruntime-dev_1.21.0+dfsg-1_amd64.deb")

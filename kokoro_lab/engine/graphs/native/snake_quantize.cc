@@ -16,6 +16,9 @@
 //   f = t - round(t),  w = f*f,  y = (t + (c2*w + c1)*w) * out_scale[c]   (out_scale = pi/a)
 //   step = (max(y, 0) - min(y, 0)) / 255,  zero = round(-min(y, 0) / step)
 //   q = clamp(round(y / step) + zero, 0, 255),  rounding half to even as ONNX does.
+// kokoro_lab.SnakeQuantizeTimeMajor computes the same from x [1, T, C], the time-major output of
+// the GEMM before it, so that GEMM's Transpose back to channel-major is skipped (and the levels
+// need no transpose either): statistics, range and levels in three passes over blocks of frames.
 #define ORT_API_MANUAL_INIT
 #include "onnxruntime_cxx_api.h"
 #undef ORT_API_MANUAL_INIT
@@ -59,6 +62,7 @@ struct Job {
   uint8_t* levels;  // C x T scratch, channel-major
   uint8_t* q;
   float step, zero;
+  std::vector<float> sums, squares;  // time-major form: per block of frames, per channel
 };
 
 // Per channel: u = x * gain + shift (the norm), y = (u + (w*c2 + c1)*w) * out with w = f^2,
@@ -66,8 +70,8 @@ struct Job {
 template <typename T>
 inline T Round(T v) { return (v + kRoundingShift) - kRoundingShift; }
 
-template <typename T>
-inline T Snake(T x, float gain, float shift, float out, float c1, float c2) {
+template <typename T, typename P>
+inline T Snake(T x, P gain, P shift, P out, float c1, float c2) {
   const T u = x * gain + shift;
   const T f = u - Round(u);
   const T w = f * f;
@@ -230,17 +234,134 @@ void Transpose(void* data, size_t tile) {
   }
 }
 
-void Run(OrtKernelContext* context, const Ort::Custom::Tensor<float>& x,
-         const Ort::Custom::Tensor<float>& scale, const Ort::Custom::Tensor<float>& bias,
-         const Ort::Custom::Tensor<float>& out_scale, const Ort::Custom::Tensor<float>& params,
+// The time-major form. Its rows are frames: each task takes kRowBlock of them and works across
+// the channels, kWidth at a time (every channel count of the vocoder is a multiple of kWidth;
+// other counts take the scalar tail).
+constexpr int64_t kRowBlock = 64;
+
+int64_t RowBlocks(const Job& job) { return (job.frames + kRowBlock - 1) / kRowBlock; }
+
+// Pass 1: one block's sums of x - x[0] and of their squares, per channel.
+void RowStatistics(void* data, size_t block) {
+  Job& job = *static_cast<Job*>(data);
+  const int64_t c_all = job.channels, t0 = static_cast<int64_t>(block) * kRowBlock;
+  const int64_t t1 = std::min(job.frames, t0 + kRowBlock);
+  float* sums = job.sums.data() + block * c_all;
+  float* squares = job.squares.data() + block * c_all;
+  int64_t c = 0;
+  for (; c + kWidth <= c_all; c += kWidth) {
+    const Floats origin = Load(job.x + c);
+    Floats sum = {}, square = {};
+    for (int64_t t = t0; t < t1; ++t) {
+      const Floats d = Load(job.x + t * c_all + c) - origin;
+      sum += d;
+      square += d * d;
+    }
+    std::memcpy(sums + c, &sum, sizeof sum);
+    std::memcpy(squares + c, &square, sizeof square);
+  }
+  for (; c < c_all; ++c) {
+    float sum = 0.0f, square = 0.0f;
+    for (int64_t t = t0; t < t1; ++t) {
+      const float d = job.x[t * c_all + c] - job.x[c];
+      sum += d;
+      square += d * d;
+    }
+    sums[c] = sum;
+    squares[c] = square;
+  }
+}
+
+// The blocks' sums as each channel's gain and shift (as Normalise computes them).
+void RowNormalise(Job& job) {
+  const int64_t blocks = RowBlocks(job);
+  for (int64_t c = 0; c < job.channels; ++c) {
+    double sum = 0.0, square = 0.0;
+    for (int64_t b = 0; b < blocks; ++b) {
+      sum += job.sums[b * job.channels + c];
+      square += job.squares[b * job.channels + c];
+    }
+    const double mean = sum / job.frames;
+    const double variance = std::max(0.0, square / job.frames - mean * mean);
+    const float gain = job.scale[c] / std::sqrt(static_cast<float>(variance) + job.eps);
+    job.gain[c] = gain;
+    job.shift[c] = job.bias[c] - static_cast<float>(mean + job.x[c]) * gain;
+  }
+}
+
+// Pass 2: one block's Snake range.
+void RowRange(void* data, size_t block) {
+  Job& job = *static_cast<Job*>(data);
+  const int64_t t0 = static_cast<int64_t>(block) * kRowBlock;
+  const int64_t t1 = std::min(job.frames, t0 + kRowBlock);
+  Floats low = {}, high = {};  // DynamicQuantizeLinear's range always holds zero
+  float low1 = 0.0f, high1 = 0.0f;
+  for (int64_t t = t0; t < t1; ++t) {
+    const float* row = job.x + t * job.channels;
+    int64_t c = 0;
+    for (; c + kWidth <= job.channels; c += kWidth) {
+      const Floats y = Snake(Load(row + c), Load(job.gain.data() + c),
+                             Load(job.shift.data() + c), Load(job.out_scale + c), job.c1, job.c2);
+      low = y < low ? y : low;
+      high = y > high ? y : high;
+    }
+    for (; c < job.channels; ++c) {
+      const float y = Snake(row[c], job.gain[c], job.shift[c], job.out_scale[c], job.c1, job.c2);
+      low1 = std::min(low1, y);
+      high1 = std::max(high1, y);
+    }
+  }
+  for (int64_t l = 0; l < kWidth; ++l) {
+    low1 = std::min(low1, low[l]);
+    high1 = std::max(high1, high[l]);
+  }
+  job.low[block] = low1;
+  job.high[block] = high1;
+}
+
+// Pass 3: one block's levels, straight into their padded, time-major rows: a frame's Snake into
+// y, then its levels by the loop Quantize uses, which the compiler vectorises (with the fields
+// copied out first: byte stores may alias anything, and it would reload them after each one).
+void RowQuantize(void* data, size_t block) {
+  const Job& job = *static_cast<const Job*>(data);
+  const int64_t channels = job.channels, t0 = static_cast<int64_t>(block) * kRowBlock;
+  const int64_t t1 = std::min(job.frames, t0 + kRowBlock);
+  const float step = job.step, zero = job.zero, c1 = job.c1, c2 = job.c2;
+  const float *gain = job.gain.data(), *shift = job.shift.data(), *out = job.out_scale;
+  std::vector<float> frame(channels);
+  float* y = frame.data();
+  for (int64_t t = t0; t < t1; ++t) {
+    const float* row = job.x + t * channels;
+    int64_t c = 0;
+    for (; c + kWidth <= channels; c += kWidth) {
+      const Floats v = Snake(Load(row + c), Load(gain + c), Load(shift + c), Load(out + c), c1, c2);
+      std::memcpy(y + c, &v, sizeof v);
+    }
+    for (; c < channels; ++c) y[c] = Snake(row[c], gain[c], shift[c], out[c], c1, c2);
+    uint8_t* levels = job.q + (job.left + t) * channels;
+    for (c = 0; c < channels; ++c) {
+      const float level = std::nearbyint(y[c] / step) + zero;
+      levels[c] = static_cast<uint8_t>(std::min(255.0f, std::max(0.0f, level)));
+    }
+  }
+}
+
+using Input = Ort::Custom::Tensor<float>;
+
+void Run(OrtKernelContext* context, bool time_major, const Input& x, const Input& scale,
+         const Input& bias, const Input& out_scale, const Input& params,
          const Ort::Custom::Tensor<int64_t>& pads, Ort::Custom::Tensor<uint8_t>& q,
          Ort::Custom::Tensor<float>& q_scale, Ort::Custom::Tensor<uint8_t>& q_zero) {
   const auto& shape = x.Shape();
-  if (shape.size() != 3 || shape[0] != 1 || scale.NumberOfElement() != shape[1] ||
-      bias.NumberOfElement() != shape[1] || out_scale.NumberOfElement() != shape[1] ||
+  const int64_t channels = shape.size() == 3 ? shape[time_major ? 2 : 1] : -1;
+  if (shape.size() != 3 || shape[0] != 1 || scale.NumberOfElement() != channels ||
+      bias.NumberOfElement() != channels || out_scale.NumberOfElement() != channels ||
       params.NumberOfElement() != 3 || pads.NumberOfElement() != 2) {
-    throw std::invalid_argument("SnakeQuantize: expects x [1, C, T], scale, bias and out_scale "
-                                "[C], params [3], pads [2]");
+    throw std::invalid_argument(time_major
+        ? "SnakeQuantizeTimeMajor: expects x [1, T, C], scale, bias and out_scale [C], "
+          "params [3], pads [2]"
+        : "SnakeQuantize: expects x [1, C, T], scale, bias and out_scale [C], params [3], "
+          "pads [2]");
   }
   Job job{};
   job.x = x.Data();
@@ -250,20 +371,29 @@ void Run(OrtKernelContext* context, const Ort::Custom::Tensor<float>& x,
   job.eps = params.Data()[0];
   job.c1 = params.Data()[1];
   job.c2 = params.Data()[2];
-  job.channels = shape[1];
-  job.frames = shape[2];
+  job.channels = channels;
+  job.frames = shape[time_major ? 1 : 2];
   job.left = pads.Data()[0];
   const int64_t right = pads.Data()[1];
   if (job.frames < 1 || job.left < 0 || right < 0) {
     throw std::invalid_argument("SnakeQuantize: needs at least one frame and pads >= 0");
   }
-  const int64_t groups = (job.channels + kChannelGroup - 1) / kChannelGroup;
+  const int64_t tasks = time_major ? RowBlocks(job)
+                                   : (job.channels + kChannelGroup - 1) / kChannelGroup;
   job.gain.resize(job.channels);
   job.shift.resize(job.channels);
-  job.low.assign(groups, 0.0f);
-  job.high.assign(groups, 0.0f);
+  job.low.assign(tasks, 0.0f);
+  job.high.assign(tasks, 0.0f);
   Ort::KernelContext kernel(context);
-  kernel.ParallelFor(Range, groups, 0, &job);
+  if (time_major) {
+    job.sums.resize(tasks * job.channels);
+    job.squares.resize(tasks * job.channels);
+    kernel.ParallelFor(RowStatistics, tasks, 0, &job);
+    RowNormalise(job);
+    kernel.ParallelFor(RowRange, tasks, 0, &job);
+  } else {
+    kernel.ParallelFor(Range, tasks, 0, &job);
+  }
   const float low = *std::min_element(job.low.begin(), job.low.end());
   const float high = *std::max_element(job.high.begin(), job.high.end());
   job.step = high == low ? 1.0f : (high - low) / 255.0f;
@@ -275,6 +405,10 @@ void Run(OrtKernelContext* context, const Ort::Custom::Tensor<float>& x,
   const uint8_t fill = static_cast<uint8_t>(job.zero);  // padding: the activation zero point
   std::fill(job.q, job.q + job.left * job.channels, fill);
   std::fill(job.q + (job.left + job.frames) * job.channels, job.q + rows * job.channels, fill);
+  if (time_major) {
+    kernel.ParallelFor(RowQuantize, tasks, 0, &job);
+    return;
+  }
   // The scratch rows come from the session's CPU allocator (its arena): the 48 calls of a run
   // reuse one block, and the arena's shrinking after the run gives it back.
   const Ort::MemoryInfo cpu = Ort::MemoryInfo::CreateCpu(OrtArenaAllocator, OrtMemTypeDefault);
@@ -283,23 +417,18 @@ void Run(OrtKernelContext* context, const Ort::Custom::Tensor<float>& x,
   std::unique_ptr<void, decltype(release)> levels(
       allocator->Alloc(allocator, job.channels * job.frames), release);
   job.levels = static_cast<uint8_t*>(levels.get());
-  kernel.ParallelFor(Quantize, groups, 0, &job);
+  kernel.ParallelFor(Quantize, tasks, 0, &job);
   kernel.ParallelFor(Transpose, (job.frames + kSquare - 1) / kSquare, 0, &job);
 }
 
-// The op: inputs x [1, C, T], scale, bias, out_scale [C], params [eps, c1, c2], pads [left,
-// right]; outputs the levels [1, left + T + right, C], their scale and zero point. Errors come
-// back as a status: an exception must not cross ONNX Runtime's C API.
-Ort::Status SnakeQuantize(OrtKernelContext* context, const Ort::Custom::Tensor<float>& x,
-                          const Ort::Custom::Tensor<float>& scale,
-                          const Ort::Custom::Tensor<float>& bias,
-                          const Ort::Custom::Tensor<float>& out_scale,
-                          const Ort::Custom::Tensor<float>& params,
-                          const Ort::Custom::Tensor<int64_t>& pads,
-                          Ort::Custom::Tensor<uint8_t>& q, Ort::Custom::Tensor<float>& q_scale,
-                          Ort::Custom::Tensor<uint8_t>& q_zero) {
+// Run, with its errors as a status: an exception must not cross ONNX Runtime's C API.
+template <bool kTimeMajor>
+Ort::Status Op(OrtKernelContext* context, const Input& x, const Input& scale, const Input& bias,
+               const Input& out_scale, const Input& params,
+               const Ort::Custom::Tensor<int64_t>& pads, Ort::Custom::Tensor<uint8_t>& q,
+               Ort::Custom::Tensor<float>& q_scale, Ort::Custom::Tensor<uint8_t>& q_zero) {
   try {
-    Run(context, x, scale, bias, out_scale, params, pads, q, q_scale, q_zero);
+    Run(context, kTimeMajor, x, scale, bias, out_scale, params, pads, q, q_scale, q_zero);
   } catch (const std::invalid_argument& error) {
     return Ort::Status(error.what(), ORT_INVALID_ARGUMENT);
   } catch (const Ort::Exception& error) {
@@ -312,14 +441,20 @@ Ort::Status SnakeQuantize(OrtKernelContext* context, const Ort::Custom::Tensor<f
 
 }  // namespace
 
+// The ops: inputs x ([1, C, T] for SnakeQuantize, [1, T, C] for SnakeQuantizeTimeMajor), scale,
+// bias, out_scale [C], params [eps, c1, c2], pads [left, right]; outputs the levels
+// [1, left + T + right, C], their scale and zero point.
 extern "C" __attribute__((visibility("default"))) OrtStatus* ORT_API_CALL
 RegisterCustomOps(OrtSessionOptions* options, const OrtApiBase* api_base) {
   Ort::InitApi(api_base->GetApi(ORT_API_VERSION));
-  // One domain and op for the library's lifetime: ONNX Runtime keeps pointers to both.
+  // One domain and its ops for the library's lifetime: ONNX Runtime keeps pointers to them.
   static Ort::CustomOpDomain domain{"kokoro_lab"};
-  static std::unique_ptr<Ort::Custom::OrtLiteCustomOp> op{
-      Ort::Custom::CreateLiteCustomOp("SnakeQuantize", "CPUExecutionProvider", SnakeQuantize)};
-  static const bool added = (domain.Add(op.get()), true);
+  static std::unique_ptr<Ort::Custom::OrtLiteCustomOp> channel_major{
+      Ort::Custom::CreateLiteCustomOp("SnakeQuantize", "CPUExecutionProvider", Op<false>)};
+  static std::unique_ptr<Ort::Custom::OrtLiteCustomOp> time_major{
+      Ort::Custom::CreateLiteCustomOp("SnakeQuantizeTimeMajor", "CPUExecutionProvider",
+                                      Op<true>)};
+  static const bool added = (domain.Add(channel_major.get()), domain.Add(time_major.get()), true);
   (void)added;
   try {
     Ort::UnownedSessionOptions(options).Add(domain);

@@ -82,13 +82,48 @@ def test_weights_that_could_saturate_a_16_bit_pair_stay_a_conv_integer_there():
     assert "ConvInteger" not in {n.op_type for n in widened.graph.node}
 
 
+def pair_sums_in_16_bits(activations: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """A GEMM as vpmaddubsw computes it: rows 2i and 2i+1 multiplied and added in a saturating
+    int16, the pairs then added in int32."""
+    a, w = activations.astype(np.int64), weight.astype(np.int64)
+    if w.shape[0] % 2:
+        a, w = np.pad(a, ((0, 0), (0, 1))), np.pad(w, ((0, 1), (0, 0)))
+    pairs = a[:, 0::2, None] * w[None, 0::2] + a[:, 1::2, None] * w[None, 1::2]
+    return np.clip(pairs, -32768, 32767).sum(axis=1)
+
+
+def worst_activations(weight: np.ndarray) -> np.ndarray:
+    """Per column, the uint8 activations that push its pair sums furthest up and down."""
+    return np.concatenate([np.where(weight.T > 0, 255, 0), np.where(weight.T < 0, 255, 0)])
+
+
+def test_the_pair_rule_holds_exactly_when_a_16_bit_pair_gemm_is_exact():
+    rng = np.random.default_rng(5)
+    for trial in range(300):
+        k, n = rng.integers(1, 9), rng.integers(1, 4)
+        weight = rng.integers(-128 + trial % 64, 128 - trial % 64, (k, n)).astype(np.int8)
+        exact = np.all([np.array_equal(pair_sums_in_16_bits(a[None], weight[:, [j]]),
+                                       a[None].astype(np.int64) @ weight[:, [j]])
+                        for j in range(n) for a in worst_activations(weight[:, [j]])])
+        assert variants.pairs_fit_16_bits(weight) == exact
+
+
 def test_the_pair_rule_bounds_every_pair_of_rows_the_gemm_adds_in_16_bits():
     fits = variants.pairs_fit_16_bits
-    assert fits(np.array([[127, -1], [1, -127]], np.int8))  # |127| + |1| = 128: 32,640 fits
-    assert not fits(np.array([[127], [-2]], np.int8))  # 129 * 255 = 32,895 does not
+    assert fits(np.array([[127, -1], [1, -127]], np.int8))  # 127 + 1 = 128: 32,640 fits
+    assert not fits(np.array([[127], [2]], np.int8))  # 129 * 255 = 32,895 does not
+    assert fits(np.array([[127], [-127]], np.int8))  # opposite signs: never both at 255
+    assert not fits(np.array([[-128], [-1]], np.int8))  # -129 * 255 = -32,895
     assert fits(np.array([[64], [64], [-128]], np.int8))  # an odd last row pairs with zero
-    assert not fits(np.array([[1], [1], [-128], [1]], np.int8))  # rows 2 and 3 pair
+    assert not fits(np.array([[1], [1], [-128], [-1]], np.int8))  # rows 2 and 3 pair
     assert fits(np.array([[100], [0], [0], [100]], np.int8))  # 0 + 3 are never added in 16 bits
+
+
+def test_the_cached_graphs_name_the_gemm_they_were_rewritten_for(monkeypatch):
+    monkeypatch.setattr(variants, "gemm_is_exact", lambda: True)
+    assert variants.gemm_tag() == ""
+    monkeypatch.setattr(variants, "gemm_is_exact", lambda: False)
+    assert variants.gemm_tag() == "-pairs16"
 
 
 def adain_snake_graph() -> onnx.ModelProto:
@@ -205,7 +240,7 @@ def test_a_graph_without_the_pattern_is_refused_and_names_are_checked():
     ("fpu sse2 avx2 fma", False),  # AVX2 only: pairs summed in 16 bits saturate
     ("fpu sse2 avx2 avx512f avx512bw", False),
 ])
-def test_the_front_runs_the_gemm_rewrite_only_where_the_gemm_is_exact(tmp_path, flags, exact):
+def test_the_gemm_is_exact_for_any_weights_only_with_vnni_amx_or_on_arm(tmp_path, flags, exact):
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text(f"processor\t: 0\nmodel name\t: test\nflags\t\t: {flags}\n")
     assert variants.gemm_is_exact(str(cpuinfo)) is exact

@@ -1,8 +1,9 @@
 """Generator graph variants: the vocoder rewritten so its ops run where the CPU is fast.
 
 The rule: a variant is a pure rewrite of the generator stage (the graph with the phase-offset
-input, :mod:`kokoro_lab.engine.phase`), built once per source graph and cached under its hash
-and :data:`VARIANTS_VERSION`, like the derived precisions. None is used by default unless it is
+input, :mod:`kokoro_lab.engine.phase`), built once per source graph and cached under its hash,
+:data:`VARIANTS_VERSION` and the CPU's kind of integer GEMM (:func:`gemm_tag`), like the derived
+precisions. None is used by default unless it is
 bit-identical to the released graph or has passed the by-ear judges on this machine
 (``kokoro-lab tune``); ``"released"`` is the generator exactly as released.
 
@@ -13,15 +14,15 @@ prepacked right-hand operand; ``ConvInteger`` puts the uint8 weights on the left
 activations on the right, so it gets the slow ``uint8 x uint8`` path (with int8 weights, a
 portable C fallback). So:
 
-* :func:`conv_integer_to_matmul` turns every 1-D ``ConvInteger`` fed by
-  ``DynamicQuantizeLinear`` into an in-graph im2col on the uint8 activations (``Transpose`` to
-  time-major, ``Pad`` with the activation zero point, one ``Gather`` of the ``k`` dilated taps)
-  and a matrix product against the weights re-expressed as int8 (``w - zero_point``: every
-  released weight fits, checked). With ``exact=True`` a ``MatMulInteger`` gives the very int32
-  the ``ConvInteger`` gave and the graph's own bias, cast and scale follow: the audio is
-  bit-identical. Otherwise ``MatMulIntegerToFloat`` applies scale and float bias inside the
-  GEMM (the bias is no longer rounded to the accumulator grid: the audio moves by what ORT's
-  fp32 graph moves, PESQ-WB ~4.4–4.5 against the released one).
+* :func:`conv_integer_to_matmul` turns each 1-D ``ConvInteger`` fed by ``DynamicQuantizeLinear``
+  (where the GEMM cannot saturate on its weights, below) into an in-graph im2col on the uint8
+  activations (``Transpose`` to time-major, ``Pad`` with the activation zero point, one
+  ``Gather`` of the ``k`` dilated taps) and a matrix product against the weights re-expressed as
+  int8 (``w - zero_point``: every released weight fits, checked). With ``exact=True`` a
+  ``MatMulInteger`` gives the very int32 the ``ConvInteger`` gave and the graph's own bias, cast
+  and scale follow: the audio is bit-identical. Otherwise ``MatMulIntegerToFloat`` applies scale
+  and float bias inside the GEMM (the bias is no longer rounded to the accumulator grid: the
+  audio moves by what ORT's fp32 graph moves, PESQ-WB ~4.4–4.5 against the released one).
 * :func:`adain_to_instance_norm` replaces each AdaIN's nine element-wise passes (mean, centre,
   square, variance, eps, sqrt, divide, scale, shift) with one ``InstanceNormalization`` whose
   scale and bias are the style's ``1 + gamma`` and ``beta``; with ``fold_snake`` the Snake that
@@ -71,14 +72,16 @@ from onnx import helper
 from .common import Graph, RewriteError, attributes, copy_model
 from .source import stft_as_conv
 
-VARIANTS_VERSION = 3  # bump when a rewrite changes, so cached variant graphs are rebuilt
+# Bump when a rewrite changes what a graph computes (so cached graphs are rebuilt and by-ear
+# certificates in tuning profiles lapse); the compiled kernel's own source is checked apart.
+VARIANTS_VERSION = 3
 MS_DOMAIN = "com.microsoft"
 # MLAS's u8 x s8 GEMM runs on AMX tiles with these (measured: 1.96x the released vocoder,
 # bit-identical). VNNI machines compute it exactly too, but their speed is for `tune` to measure.
 AMX_FEATURES = ("amx_tile", "amx_int8")
 EXACT_GEMM_FEATURES = ("avx512_vnni", "avx_vnni", "amx_int8")  # x86: see gemm_is_exact
 # vpmaddubsw adds two uint8 x int8 products into an int16: 255 * 128 = 32,640 always fits
-PAIR_WEIGHT_LIMIT = 128
+PAIR_WEIGHT_LIMIT = 128  # per sign, see pairs_fit_16_bits
 
 
 def _cpu_flags(cpuinfo: str) -> set[str] | None:
@@ -121,13 +124,17 @@ def pairs_fit_16_bits(weight: np.ndarray) -> bool:
     ``weight`` (the ``K x N`` int8 operand) for any activations.
 
     MLAS's AVX2 and AVX-512 kernels pack rows ``2i`` and ``2i + 1`` of each column together and
-    add their two products with ``vpmaddubsw``, saturating at 32,767; with
-    ``|w[2i]| + |w[2i+1]| <= 128`` no pair passes ``255 * 128 = 32,640``.
+    add their two products with ``vpmaddubsw``, saturating to ``[-32768, 32767]``. With
+    activations in ``[0, 255]`` a pair's sum lies in ``255 * [negative part, positive part]``
+    of its two weights, so it is exact when each part is within 128 (``255 * 128 = 32,640``).
     """
-    magnitude = np.abs(weight.astype(np.int32))
-    if magnitude.shape[0] % 2:
-        magnitude = np.vstack([magnitude, np.zeros((1,) + magnitude.shape[1:], np.int32)])
-    return int((magnitude[0::2] + magnitude[1::2]).max(initial=0)) <= PAIR_WEIGHT_LIMIT
+    rows = weight.astype(np.int32)
+    if rows.shape[0] % 2:
+        rows = np.vstack([rows, np.zeros((1,) + rows.shape[1:], np.int32)])
+    positive, negative = np.maximum(rows, 0), np.minimum(rows, 0)
+    highest = (positive[0::2] + positive[1::2]).max(initial=0)
+    lowest = (negative[0::2] + negative[1::2]).min(initial=0)
+    return bool(highest <= PAIR_WEIGHT_LIMIT and lowest >= -PAIR_WEIGHT_LIMIT)
 
 
 def gemm_tag() -> str:
@@ -235,11 +242,11 @@ def conv_integer_to_matmul(model: onnx.ModelProto, exact: bool = False,
             continue  # not representable as int8 without changing values: leave this conv
         matched += 1
         m, c, k = weight.shape
-        if pairs_in_16_bits and not pairs_fit_16_bits(weight.transpose(2, 1, 0).reshape(k * c, m)):
+        rows = weight.transpose(2, 1, 0).reshape(k * c, m)  # im2col order: tap, then channel
+        if pairs_in_16_bits and not pairs_fit_16_bits(rows):
             continue  # the GEMM could saturate: ConvInteger's uint8 x uint8 kernel widens first
         x_zero = quant.output[2]
-        b = g.const(node.name + "/gemm/B", weight.transpose(2, 1, 0).reshape(k * c, m)
-                    .astype(np.int8))
+        b = g.const(node.name + "/gemm/B", rows.astype(np.int8))
         new, col = _im2col(g, node, attrs, x_zero, k)
         p = node.name + "/gemm/"
         if exact:
@@ -445,8 +452,8 @@ def matmul_fused_poly_stft(model: onnx.ModelProto) -> onnx.ModelProto:
 
 def matmul_fused_kernel(model: onnx.ModelProto) -> onnx.ModelProto:
     """``matmul-fused-poly-stft`` with each resblock's norm, Snake and quantizer as one compiled
-    ``kokoro_lab.SnakeQuantize`` (:mod:`.fused`; needs the :mod:`.native` library; judged by ear
-    before use)."""
+    ``kokoro_lab.SnakeQuantize`` or its time-major form (:mod:`.fused`; needs the :mod:`.native`
+    library; judged by ear before use)."""
     from .fused import fuse_snake_quantize
 
     return fuse_snake_quantize(matmul_fused_poly_stft(model))

@@ -119,10 +119,8 @@ def profile_path() -> Path:
 
 def save_profile(tuning: Tuning, path: Path | None = None) -> Path:
     """Save ``tuning`` as this machine's profile (atomically), stamped with this CPU."""
-    from .graphs.variants import VARIANTS_VERSION
-
     target = path or profile_path()
-    data = {"version": PROFILE_VERSION, "cpu": cpu_fingerprint(), "graphs": VARIANTS_VERSION,
+    data = {"version": PROFILE_VERSION, "cpu": cpu_fingerprint(), **_judged_on(tuning.variant),
             "tuning": {**asdict(tuning), "source": ""}}
     with atomic_write(target) as out:
         out.write(json.dumps(data, indent=1, sort_keys=True).encode())
@@ -151,13 +149,27 @@ def load_profile(path: Path | None = None, known_variants: tuple[str, ...] = ())
     if known_variants and tuning.variant not in known_variants:
         return _refuse(source, f"its variant {tuning.variant!r} is not one this kokoro-lab "
                                f"builds ({', '.join(known_variants)})")
-    from .graphs.variants import EXACT, VARIANTS_VERSION
-
-    if tuning.variant not in EXACT and data.get("graphs") != VARIANTS_VERSION:
-        return _refuse(source, f"its variant {tuning.variant!r} passed by ear as graph version "
-                               f"{data.get('graphs')}, and this kokoro-lab builds version "
-                               f"{VARIANTS_VERSION} of it")
+    judged_on = _judged_on(tuning.variant)
+    stale = [key for key, value in judged_on.items() if data.get(key) != value]
+    if stale:
+        was = ", ".join(f"{key} {data.get(key)}" for key in stale)
+        now = ", ".join(f"{key} {judged_on[key]}" for key in stale)
+        return _refuse(source, f"its variant {tuning.variant!r} passed by ear on another version "
+                               f"({was}) than this kokoro-lab builds ({now})")
     return tuning
+
+
+def _judged_on(variant: str) -> dict:
+    """What a variant's by-ear certificate holds for: the graph version, and the compiled
+    kernel's source where it runs one (nothing for the bit-identical variants)."""
+    from .graphs import native, variants
+
+    if variant in variants.EXACT:
+        return {}
+    judged = {"graphs": variants.VARIANTS_VERSION}
+    if variant in variants.NATIVE:
+        judged["kernel"] = native.source_digest()
+    return judged
 
 
 def _runnable(tuning: Tuning) -> bool:

@@ -165,7 +165,8 @@ def test_the_time_major_kernel_gives_the_channel_major_kernels_levels(library, c
                             {"x": x.transpose(0, 2, 1).copy()}, library)
     assert q2.shape == q.shape == (1, 2 + T + 5, channels)
     np.testing.assert_allclose(scale2, scale, rtol=1e-5)
-    assert zero2 == zero and (q2[0, :2] == zero).all() and (q2[0, -5:] == zero).all()
+    assert abs(int(zero2) - int(zero)) <= 1  # the statistics are summed in another order
+    assert (q2[0, :2] == zero2).all() and (q2[0, -5:] == zero2).all()
     assert np.abs(q2.astype(int) - q).max() <= 1 and np.mean(q2 == q) > 0.999
 
 

@@ -55,12 +55,22 @@ def test_a_by_ear_certificate_holds_only_for_the_graph_version_it_was_judged_on(
     for graphs in (VARIANTS_VERSION - 1, None):  # an older graph; a profile from before versions
         data = json.loads(path.read_text())
         path.write_text(json.dumps({**data, "graphs": graphs}))
-        with pytest.warns(TuningWarning, match="passed by ear as graph version"):
+        with pytest.warns(TuningWarning, match=f"passed by ear on another version \\(graphs "
+                                               f"{graphs}\\) than .* \\(graphs {VARIANTS_VERSION}"):
             assert tuning.resolve("auto", known) == built_in()
     tuning.save_profile(Tuning(variant="matmul-exact", name="exact"))  # exact: no certificate
     data = json.loads(path.read_text())
     path.write_text(json.dumps({**data, "graphs": VARIANTS_VERSION - 1}))
     assert tuning.resolve("auto", known).name == "exact"
+
+
+def test_a_kernel_variants_certificate_holds_only_for_the_kernel_source_it_was_judged_on(config):
+    path = tuning.save_profile(Tuning(variant="matmul-fused-kernel", name="kernel"))
+    data = json.loads(path.read_text())
+    assert data["kernel"] and data["graphs"]
+    path.write_text(json.dumps({**data, "kernel": "an older kernel"}))
+    with pytest.warns(TuningWarning, match="another version \\(kernel an older kernel\\)"):
+        assert tuning.resolve("auto", ("released", "matmul-fused-kernel")) == built_in()
 
 
 def test_a_corrupt_profile_is_refused_and_left_for_tune_to_replace(config):

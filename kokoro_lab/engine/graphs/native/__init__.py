@@ -1,4 +1,5 @@
-"""The vocoder's fused kernel, ``kokoro_lab.SnakeQuantize``, compiled on this machine.
+"""The vocoder's fused kernel, ``kokoro_lab.SnakeQuantize`` (and its time-major form), compiled
+on this machine.
 
 The rule: the kernel (``snake_quantize.cc``, what it computes is said there) is an ONNX Runtime
 custom-op library, built on first use by the machine's C++ compiler against ONNX Runtime's C API
@@ -19,6 +20,7 @@ flags, CPU). Nothing compiled is shipped or committed.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import io
@@ -67,7 +69,14 @@ def library_path() -> Path:
         target = _target(headers, compiler)
         if not target.is_file():
             _compile(compiler, headers, target)
+        with contextlib.suppress(OSError):  # a read-only cache still serves its builds
+            os.utime(target)  # used now: _prune keeps the builds last used
         return target
+
+
+def source_digest() -> str:
+    """A hash of the kernel's source: what a by-ear certificate of its variant was judged on."""
+    return hashlib.sha256(SOURCE.read_bytes()).hexdigest()[:16]
 
 
 def describe() -> str:
@@ -135,13 +144,18 @@ def _compile(compiler: str, headers: Path, target: Path) -> None:
 
 
 def _prune(folder: Path, keep: Path) -> None:
-    """Delete all but the newest :data:`KEPT_BUILDS` builds in ``folder`` (always ``keep``):
+    """Delete all but the :data:`KEPT_BUILDS` builds last used in ``folder`` (always ``keep``):
     each source, header, compiler or CPU change makes a new one. A few stay for caches shared
-    by machines or checkouts that differ; a build another process has loaded stays mapped."""
-    builds = sorted((p for p in folder.glob("snake_quantize-*.so") if p != keep),
-                    key=lambda p: p.stat().st_mtime, reverse=True)
-    for stale in builds[KEPT_BUILDS - 1:]:
-        stale.unlink(missing_ok=True)
+    by machines or checkouts that differ; a build another process has loaded stays mapped, and
+    one another process deletes first, or a cache we may not write, is left alone."""
+    builds = []
+    for path in folder.glob("snake_quantize-*.so"):
+        with contextlib.suppress(OSError):
+            if path != keep:
+                builds.append((path.stat().st_mtime, path))
+    for _, stale in sorted(builds, reverse=True)[KEPT_BUILDS - 1:]:
+        with contextlib.suppress(OSError):
+            stale.unlink()
 
 
 def _headers(folder: Path) -> Path:

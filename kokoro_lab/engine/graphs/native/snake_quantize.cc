@@ -30,6 +30,7 @@
 #include <cstring>
 #include <memory>
 #include <stdexcept>
+#include <string>
 #include <vector>
 
 #if defined(__SSE2__)
@@ -328,7 +329,8 @@ void RowQuantize(void* data, size_t block) {
   const int64_t t1 = std::min(job.frames, t0 + kRowBlock);
   const float step = job.step, zero = job.zero, c1 = job.c1, c2 = job.c2;
   const float *gain = job.gain.data(), *shift = job.shift.data(), *out = job.out_scale;
-  std::vector<float> frame(channels);
+  thread_local std::vector<float> frame;  // one per pool thread, reused by its blocks
+  frame.resize(channels);
   float* y = frame.data();
   for (int64_t t = t0; t < t1; ++t) {
     const float* row = job.x + t * channels;
@@ -348,20 +350,19 @@ void RowQuantize(void* data, size_t block) {
 
 using Input = Ort::Custom::Tensor<float>;
 
-void Run(OrtKernelContext* context, bool time_major, const Input& x, const Input& scale,
-         const Input& bias, const Input& out_scale, const Input& params,
-         const Ort::Custom::Tensor<int64_t>& pads, Ort::Custom::Tensor<uint8_t>& q,
-         Ort::Custom::Tensor<float>& q_scale, Ort::Custom::Tensor<uint8_t>& q_zero) {
+// The job an op's inputs describe (x [1, C, T], or [1, T, C] time-major), checked.
+Job Prepare(bool time_major, const Input& x, const Input& scale, const Input& bias,
+            const Input& out_scale, const Input& params,
+            const Ort::Custom::Tensor<int64_t>& pads) {
+  const char* op = time_major ? "SnakeQuantizeTimeMajor" : "SnakeQuantize";
   const auto& shape = x.Shape();
   const int64_t channels = shape.size() == 3 ? shape[time_major ? 2 : 1] : -1;
   if (shape.size() != 3 || shape[0] != 1 || scale.NumberOfElement() != channels ||
       bias.NumberOfElement() != channels || out_scale.NumberOfElement() != channels ||
       params.NumberOfElement() != 3 || pads.NumberOfElement() != 2) {
-    throw std::invalid_argument(time_major
-        ? "SnakeQuantizeTimeMajor: expects x [1, T, C], scale, bias and out_scale [C], "
-          "params [3], pads [2]"
-        : "SnakeQuantize: expects x [1, C, T], scale, bias and out_scale [C], params [3], "
-          "pads [2]");
+    throw std::invalid_argument(std::string(op) + ": expects x " +
+                                (time_major ? "[1, T, C]" : "[1, C, T]") +
+                                ", scale, bias and out_scale [C], params [3], pads [2]");
   }
   Job job{};
   job.x = x.Data();
@@ -374,26 +375,18 @@ void Run(OrtKernelContext* context, bool time_major, const Input& x, const Input
   job.channels = channels;
   job.frames = shape[time_major ? 1 : 2];
   job.left = pads.Data()[0];
-  const int64_t right = pads.Data()[1];
-  if (job.frames < 1 || job.left < 0 || right < 0) {
-    throw std::invalid_argument("SnakeQuantize: needs at least one frame and pads >= 0");
+  if (job.frames < 1 || job.left < 0 || pads.Data()[1] < 0) {
+    throw std::invalid_argument(std::string(op) + ": needs at least one frame and pads >= 0");
   }
-  const int64_t tasks = time_major ? RowBlocks(job)
-                                   : (job.channels + kChannelGroup - 1) / kChannelGroup;
   job.gain.resize(job.channels);
   job.shift.resize(job.channels);
-  job.low.assign(tasks, 0.0f);
-  job.high.assign(tasks, 0.0f);
-  Ort::KernelContext kernel(context);
-  if (time_major) {
-    job.sums.resize(tasks * job.channels);
-    job.squares.resize(tasks * job.channels);
-    kernel.ParallelFor(RowStatistics, tasks, 0, &job);
-    RowNormalise(job);
-    kernel.ParallelFor(RowRange, tasks, 0, &job);
-  } else {
-    kernel.ParallelFor(Range, tasks, 0, &job);
-  }
+  return job;
+}
+
+// The quantizer's step and zero point from the tasks' ranges; the padded output, filled with
+// the zero point where it pads.
+void Output(Job& job, int64_t right, Ort::Custom::Tensor<uint8_t>& q,
+            Ort::Custom::Tensor<float>& q_scale, Ort::Custom::Tensor<uint8_t>& q_zero) {
   const float low = *std::min_element(job.low.begin(), job.low.end());
   const float high = *std::max_element(job.high.begin(), job.high.end());
   job.step = high == low ? 1.0f : (high - low) / 255.0f;
@@ -402,13 +395,19 @@ void Run(OrtKernelContext* context, bool time_major, const Input& x, const Input
   job.q = q.Allocate({1, rows, job.channels});
   *q_scale.Allocate({}) = job.step;
   *q_zero.Allocate({}) = static_cast<uint8_t>(job.zero);
-  const uint8_t fill = static_cast<uint8_t>(job.zero);  // padding: the activation zero point
+  const uint8_t fill = static_cast<uint8_t>(job.zero);
   std::fill(job.q, job.q + job.left * job.channels, fill);
   std::fill(job.q + (job.left + job.frames) * job.channels, job.q + rows * job.channels, fill);
-  if (time_major) {
-    kernel.ParallelFor(RowQuantize, tasks, 0, &job);
-    return;
-  }
+}
+
+void RunChannelMajor(Ort::KernelContext& kernel, Job& job, int64_t right,
+                     Ort::Custom::Tensor<uint8_t>& q, Ort::Custom::Tensor<float>& q_scale,
+                     Ort::Custom::Tensor<uint8_t>& q_zero) {
+  const int64_t groups = (job.channels + kChannelGroup - 1) / kChannelGroup;
+  job.low.assign(groups, 0.0f);
+  job.high.assign(groups, 0.0f);
+  kernel.ParallelFor(Range, groups, 0, &job);
+  Output(job, right, q, q_scale, q_zero);
   // The scratch rows come from the session's CPU allocator (its arena): the 48 calls of a run
   // reuse one block, and the arena's shrinking after the run gives it back.
   const Ort::MemoryInfo cpu = Ort::MemoryInfo::CreateCpu(OrtArenaAllocator, OrtMemTypeDefault);
@@ -417,8 +416,23 @@ void Run(OrtKernelContext* context, bool time_major, const Input& x, const Input
   std::unique_ptr<void, decltype(release)> levels(
       allocator->Alloc(allocator, job.channels * job.frames), release);
   job.levels = static_cast<uint8_t*>(levels.get());
-  kernel.ParallelFor(Quantize, tasks, 0, &job);
+  kernel.ParallelFor(Quantize, groups, 0, &job);
   kernel.ParallelFor(Transpose, (job.frames + kSquare - 1) / kSquare, 0, &job);
+}
+
+void RunTimeMajor(Ort::KernelContext& kernel, Job& job, int64_t right,
+                  Ort::Custom::Tensor<uint8_t>& q, Ort::Custom::Tensor<float>& q_scale,
+                  Ort::Custom::Tensor<uint8_t>& q_zero) {
+  const int64_t blocks = RowBlocks(job);
+  job.low.assign(blocks, 0.0f);
+  job.high.assign(blocks, 0.0f);
+  job.sums.resize(blocks * job.channels);
+  job.squares.resize(blocks * job.channels);
+  kernel.ParallelFor(RowStatistics, blocks, 0, &job);
+  RowNormalise(job);
+  kernel.ParallelFor(RowRange, blocks, 0, &job);
+  Output(job, right, q, q_scale, q_zero);
+  kernel.ParallelFor(RowQuantize, blocks, 0, &job);
 }
 
 // Run, with its errors as a status: an exception must not cross ONNX Runtime's C API.
@@ -428,7 +442,10 @@ Ort::Status Op(OrtKernelContext* context, const Input& x, const Input& scale, co
                const Ort::Custom::Tensor<int64_t>& pads, Ort::Custom::Tensor<uint8_t>& q,
                Ort::Custom::Tensor<float>& q_scale, Ort::Custom::Tensor<uint8_t>& q_zero) {
   try {
-    Run(context, kTimeMajor, x, scale, bias, out_scale, params, pads, q, q_scale, q_zero);
+    Job job = Prepare(kTimeMajor, x, scale, bias, out_scale, params, pads);
+    Ort::KernelContext kernel(context);
+    (kTimeMajor ? RunTimeMajor : RunChannelMajor)(kernel, job, pads.Data()[1], q, q_scale,
+                                                   q_zero);
   } catch (const std::invalid_argument& error) {
     return Ort::Status(error.what(), ORT_INVALID_ARGUMENT);
   } catch (const Ort::Exception& error) {

@@ -7,7 +7,8 @@ them. For a held-out paragraph's first chunk this
 * counts the multiply-adds of every ``ConvInteger`` of the released generator (its output
   lengths read from one run of the graph on the chunk's real inputs),
 * times MLAS's ``uint8 x int8`` ``MatMulInteger`` alone on each of those GEMM shapes (and on a
-  2048-cube, its best case), on the engine's thread count,
+  2048-cube, its best case), on the engine's thread count, the shapes taking turns (the fastest
+  of nine rounds each),
 * and sets the GEMM floor (multiply-adds at the measured rates) beside the chunk's measured
   stages (:func:`kokoro_lab.profiling.profile_ops` with this machine's tuning).
 
@@ -76,8 +77,8 @@ def gemm_shapes(graph: str, feeds: dict, threads: int) -> Counter:
     return shapes
 
 
-def gemm_seconds(rows: int, k: int, n: int, threads: int, repeats: int = 7) -> float:
-    """The fastest of ``repeats`` runs of MLAS's ``uint8 x int8`` GEMM on these sizes."""
+def gemm_session(rows: int, k: int, n: int, threads: int):
+    """MLAS's ``uint8 x int8`` GEMM on these sizes, as a session and its feed."""
     rng = np.random.default_rng(0)
     graph = helper.make_graph(
         [helper.make_node("MatMulInteger", ["a", "b", "zero"], ["y"])], "gemm",
@@ -88,15 +89,24 @@ def gemm_seconds(rows: int, k: int, n: int, threads: int, repeats: int = 7) -> f
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
+    # The sessions take turns: idle pool threads of the others must not spin on the cores.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = ort.InferenceSession(model.SerializeToString(), options,
                                    providers=["CPUExecutionProvider"])
-    feed = {"a": rng.integers(0, 256, (rows, k)).astype(np.uint8)}
-    session.run(None, feed)
-    best = float("inf")
-    for _ in range(repeats):
-        started = time.perf_counter()
-        session.run(None, feed)
-        best = min(best, time.perf_counter() - started)
+    return session, {"a": rng.integers(0, 256, (rows, k)).astype(np.uint8)}
+
+
+def fastest_seconds(shapes: list[tuple[int, int, int]], threads: int,
+                    rounds: int = 9) -> list[float]:
+    """Each GEMM's fastest run, the shapes taking turns round after round: a shared machine's
+    speed drifts, and interleaved, every shape sees the same drift."""
+    sessions = [gemm_session(*shape, threads) for shape in shapes]
+    best = [float("inf")] * len(shapes)
+    for _ in range(rounds):
+        for i, (session, feed) in enumerate(sessions):
+            started = time.perf_counter()
+            session.run(None, feed)
+            best[i] = min(best[i], time.perf_counter() - started)
     return best
 
 
@@ -135,15 +145,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     graph, feeds, audio_s, threads = first_chunk_feeds(
         Synthesizer(tuning="off", cache=False), HOLDOUT)
+    shapes = sorted(gemm_shapes(graph, feeds, threads).items())
+    *seconds, best_seconds = fastest_seconds([shape for shape, _ in shapes] + [BEST_CASE],
+                                             threads)
     rows = []
-    for (length, k, n), nodes in sorted(gemm_shapes(graph, feeds, threads).items()):
-        seconds = gemm_seconds(length, k, n, threads)
+    for ((length, k, n), nodes), took in zip(shapes, seconds, strict=True):
         macs = length * k * n
         rows.append({"rows": length, "k": k, "n": n, "nodes": nodes, "gmacs": nodes * macs / 1e9,
-                     "ms": seconds * 1000, "rate": macs / seconds / 1e9})
+                     "ms": took * 1000, "rate": macs / took / 1e9})
     gmacs = sum(r["gmacs"] for r in rows)
     floor_ms = sum(r["nodes"] * r["ms"] for r in rows)
-    best_rate = np.prod(BEST_CASE) / gemm_seconds(*BEST_CASE, threads) / 1e9
+    best_rate = np.prod(BEST_CASE) / best_seconds / 1e9
     tuned = Synthesizer(cache=False)
     ops = profile_ops(HOLDOUT, synth=tuned)
     gemm_ms = sum(r.ms for r in ops.rows if r.stage == "generator"

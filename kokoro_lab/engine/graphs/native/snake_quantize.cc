@@ -85,6 +85,31 @@ inline Floats Load(const float* p) {
   return v;
 }
 
+// The Snake's range over one task's values, kept in vectors (and scalars for the tails) until
+// the task's end. DynamicQuantizeLinear's range always holds zero, hence the zero start.
+struct RangeOf {
+  Floats low = {}, high = {};
+  float low1 = 0.0f, high1 = 0.0f;
+
+  void Add(const Floats& y) {
+    low = y < low ? y : low;
+    high = y > high ? y : high;
+  }
+  void Add(float y) {
+    low1 = std::min(low1, y);
+    high1 = std::max(high1, y);
+  }
+  // Into the job's per-task slots.
+  void Store(Job& job, size_t task) {
+    for (int64_t l = 0; l < kWidth; ++l) {
+      low1 = std::min(low1, low[l]);
+      high1 = std::max(high1, high[l]);
+    }
+    job.low[task] = low1;
+    job.high[task] = high1;
+  }
+};
+
 // Pass 1, per channel: mean and variance over time, as the norm's gain and shift.
 void Normalise(Job& job, int64_t c) {
   const float* row = job.x + c * job.frames;
@@ -117,30 +142,18 @@ void Normalise(Job& job, int64_t c) {
 void Range(void* data, size_t group) {
   Job& job = *static_cast<Job*>(data);
   const int64_t end = std::min(job.channels, static_cast<int64_t>(group + 1) * kChannelGroup);
-  Floats low = {}, high = {};  // DynamicQuantizeLinear's range always holds zero
-  float low1 = 0.0f, high1 = 0.0f;
+  RangeOf range;
   for (int64_t c = static_cast<int64_t>(group) * kChannelGroup; c < end; ++c) {
     Normalise(job, c);
     const float* row = job.x + c * job.frames;
     const float gain = job.gain[c], shift = job.shift[c], out = job.out_scale[c];
     int64_t t = 0;
     for (; t + kWidth <= job.frames; t += kWidth) {
-      const Floats y = Snake(Load(row + t), gain, shift, out, job.c1, job.c2);
-      low = y < low ? y : low;
-      high = y > high ? y : high;
+      range.Add(Snake(Load(row + t), gain, shift, out, job.c1, job.c2));
     }
-    for (; t < job.frames; ++t) {
-      const float y = Snake(row[t], gain, shift, out, job.c1, job.c2);
-      low1 = std::min(low1, y);
-      high1 = std::max(high1, y);
-    }
+    for (; t < job.frames; ++t) range.Add(Snake(row[t], gain, shift, out, job.c1, job.c2));
   }
-  for (int64_t l = 0; l < kWidth; ++l) {
-    low1 = std::min(low1, low[l]);
-    high1 = std::max(high1, high[l]);
-  }
-  job.low[group] = low1;
-  job.high[group] = high1;
+  range.Store(job, group);
 }
 
 // One channel's Snake over a tile's frames, into y.
@@ -295,29 +308,19 @@ void RowRange(void* data, size_t block) {
   Job& job = *static_cast<Job*>(data);
   const int64_t t0 = static_cast<int64_t>(block) * kRowBlock;
   const int64_t t1 = std::min(job.frames, t0 + kRowBlock);
-  Floats low = {}, high = {};  // DynamicQuantizeLinear's range always holds zero
-  float low1 = 0.0f, high1 = 0.0f;
+  RangeOf range;
   for (int64_t t = t0; t < t1; ++t) {
     const float* row = job.x + t * job.channels;
     int64_t c = 0;
     for (; c + kWidth <= job.channels; c += kWidth) {
-      const Floats y = Snake(Load(row + c), Load(job.gain.data() + c),
-                             Load(job.shift.data() + c), Load(job.out_scale + c), job.c1, job.c2);
-      low = y < low ? y : low;
-      high = y > high ? y : high;
+      range.Add(Snake(Load(row + c), Load(job.gain.data() + c), Load(job.shift.data() + c),
+                      Load(job.out_scale + c), job.c1, job.c2));
     }
     for (; c < job.channels; ++c) {
-      const float y = Snake(row[c], job.gain[c], job.shift[c], job.out_scale[c], job.c1, job.c2);
-      low1 = std::min(low1, y);
-      high1 = std::max(high1, y);
+      range.Add(Snake(row[c], job.gain[c], job.shift[c], job.out_scale[c], job.c1, job.c2));
     }
   }
-  for (int64_t l = 0; l < kWidth; ++l) {
-    low1 = std::min(low1, low[l]);
-    high1 = std::max(high1, high[l]);
-  }
-  job.low[block] = low1;
-  job.high[block] = high1;
+  range.Store(job, block);
 }
 
 // Pass 3: one block's levels, straight into their padded, time-major rows: a frame's Snake into

@@ -110,6 +110,25 @@ struct RangeOf {
   }
 };
 
+// A channel's norm as gain and shift, from the sums over time of d = x - origin and of d^2.
+void SetNorm(Job& job, int64_t c, double sum, double square, float origin) {
+  const double mean = sum / job.frames;
+  const double variance = std::max(0.0, square / job.frames - mean * mean);
+  const float gain = job.scale[c] / std::sqrt(static_cast<float>(variance) + job.eps);
+  job.gain[c] = gain;
+  job.shift[c] = job.bias[c] - static_cast<float>(mean + origin) * gain;
+}
+
+// n Snake values as DynamicQuantizeLinear's levels (step and zero by value: byte stores may
+// alias anything, and fields read through a reference would be reloaded after each one, which
+// stops the compiler vectorising this loop).
+inline void Levels(const float* y, int64_t n, float step, float zero, uint8_t* levels) {
+  for (int64_t i = 0; i < n; ++i) {
+    const float level = std::nearbyint(y[i] / step) + zero;
+    levels[i] = static_cast<uint8_t>(std::min(255.0f, std::max(0.0f, level)));
+  }
+}
+
 // Pass 1, per channel: mean and variance over time, as the norm's gain and shift.
 void Normalise(Job& job, int64_t c) {
   const float* row = job.x + c * job.frames;
@@ -130,11 +149,7 @@ void Normalise(Job& job, int64_t c) {
     sum += sums[l];
     square += squares[l];
   }
-  const double mean = sum / job.frames;
-  const double variance = std::max(0.0, square / job.frames - mean * mean);
-  const float gain = job.scale[c] / std::sqrt(static_cast<float>(variance) + job.eps);
-  job.gain[c] = gain;
-  job.shift[c] = job.bias[c] - static_cast<float>(mean + origin) * gain;
+  SetNorm(job, c, sum, square, origin);
 }
 
 // Passes 1 and 2 of a channel group: each row is normalised, then read again for the Snake's
@@ -180,10 +195,7 @@ void Quantize(void* data, size_t group) {
     for (int64_t t0 = 0; t0 < job.frames; t0 += kTimeTile) {
       const int64_t span = std::min(kTimeTile, job.frames - t0);
       SnakeRow(job, c, t0, span, y);
-      for (int64_t t = 0; t < span; ++t) {  // the compiler vectorises this one itself
-        const float level = std::nearbyint(y[t] / job.step) + job.zero;
-        levels[t0 + t] = static_cast<uint8_t>(std::min(255.0f, std::max(0.0f, level)));
-      }
+      Levels(y, span, job.step, job.zero, levels + t0);
     }
   }
 }
@@ -295,11 +307,7 @@ void RowNormalise(Job& job) {
       sum += job.sums[b * job.channels + c];
       square += job.squares[b * job.channels + c];
     }
-    const double mean = sum / job.frames;
-    const double variance = std::max(0.0, square / job.frames - mean * mean);
-    const float gain = job.scale[c] / std::sqrt(static_cast<float>(variance) + job.eps);
-    job.gain[c] = gain;
-    job.shift[c] = job.bias[c] - static_cast<float>(mean + job.x[c]) * gain;
+    SetNorm(job, c, sum, square, job.x[c]);
   }
 }
 
@@ -324,8 +332,7 @@ void RowRange(void* data, size_t block) {
 }
 
 // Pass 3: one block's levels, straight into their padded, time-major rows: a frame's Snake into
-// y, then its levels by the loop Quantize uses, which the compiler vectorises (with the fields
-// copied out first: byte stores may alias anything, and it would reload them after each one).
+// y, then its Levels, as Quantize does (the job's fields copied out first, as Levels says why).
 void RowQuantize(void* data, size_t block) {
   const Job& job = *static_cast<const Job*>(data);
   const int64_t channels = job.channels, t0 = static_cast<int64_t>(block) * kRowBlock;
@@ -343,11 +350,7 @@ void RowQuantize(void* data, size_t block) {
       std::memcpy(y + c, &v, sizeof v);
     }
     for (; c < channels; ++c) y[c] = Snake(row[c], gain[c], shift[c], out[c], c1, c2);
-    uint8_t* levels = job.q + (job.left + t) * channels;
-    for (c = 0; c < channels; ++c) {
-      const float level = std::nearbyint(y[c] / step) + zero;
-      levels[c] = static_cast<uint8_t>(std::min(255.0f, std::max(0.0f, level)));
-    }
+    Levels(y, channels, step, zero, job.q + (job.left + t) * channels);
   }
 }
 
